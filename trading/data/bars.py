@@ -73,7 +73,7 @@ def _check_timestamps(df, source):
 
 def _check_prices(df, source):
     o, h, l, c, v = (df[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
-    ohl_nan = np.isnan(o) + np.isnan(h) + np.isnan(l)  # 0 = full bar, 3 = close-only
+    ohl_nan = np.isnan(np.stack([o, h, l])).sum(axis=0)  # 0 = full bar, 3 = close-only
     _first(df, np.isnan(c) | ((ohl_nan > 0) & (ohl_nan < 3)), "nan_price", "price is NaN (close missing, or only part of open/high/low)", source)
     full = ohl_nan == 0
     with np.errstate(invalid="ignore"):
@@ -104,7 +104,7 @@ def _check_order(df, source):
 def validate_bars(df: pd.DataFrame, # bars in the schema above
                   calendar: str | Callable[[str], str] | None = None, # calendar name, or symbol -> calendar name; None skips calendar checks
                   freq: str = "1D", # bar length, for the calendar checks
-                  max_gap: int = 0, # largest tolerated run of missing bars (in calendar bars)
+                  max_gap: int | Callable[[str], int] = 0, # largest tolerated run of missing calendar bars, or symbol -> that
                   known_symbols: Iterable[str] | None = None, # refuse symbols outside this set
                   allow_empty: bool = False, # an empty frame is an error unless allowed
                   source: str | None = None, # provenance, quoted in errors
@@ -129,7 +129,8 @@ def validate_bars(df: pd.DataFrame, # bars in the schema above
             if len(rep["off_calendar"]):
                 raise DataValidationError("off_calendar", f"bar on a timestamp when {cal} is closed", symbol=sym,
                                           ts_event=rep["off_calendar"][0], count=len(rep["off_calendar"]), source=source)
-            if rep["max_gap"] > max_gap:
-                raise DataValidationError("gap_beyond_calendar", f"{rep['max_gap']} consecutive {cal} bars missing (tolerance {max_gap})",
+            tolerance = max_gap(sym) if callable(max_gap) else max_gap
+            if rep["max_gap"] > tolerance:
+                raise DataValidationError("gap_beyond_calendar", f"{rep['max_gap']} consecutive {cal} bars missing (tolerance {tolerance})",
                                           symbol=sym, ts_event=rep["gap_start"], count=rep["n_missing"], source=source)
     return df
