@@ -43,14 +43,31 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
 def _span(ts: pd.Series) -> list[str]: return [ts.min().isoformat(), ts.max().isoformat()]
 
 # %% ../../nbs/data/06_snapshot.ipynb #3ab124dd
+def _exchange(a: Path, b: Path) -> bool:
+    "Atomically swap two directories with Linux renameat2(RENAME_EXCHANGE); False where unsupported."
+    import ctypes, os
+    if sys.platform != "linux": return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"): return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    return libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0
+
 def _swap_in(tmp: Path, out: Path) -> None:
-    "Replace `out` by the complete directory `tmp` with two renames."
+    "Make the complete directory `tmp` become `out`; a crash at any point leaves a complete `out`."
+    if out.exists() and _exchange(tmp, out):
+        shutil.rmtree(tmp)  # now holds the previous snapshot
+        return
+    # fallback (non-Linux): two renames; a crash between them leaves the old snapshot in `.<name>-old-*`
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}-old-{tmp.name}")
         out.rename(old)
     tmp.rename(out)
     if old is not None: shutil.rmtree(old)
+
+def _remove_stale_temps(out: Path) -> None:
+    "Remove build directories left by a snapshot process that was killed."
+    for p in out.parent.glob(f".{out.name}-tmp-*"): shutil.rmtree(p, ignore_errors=True)
 
 def write_snapshot(out: str | Path = "data", # target directory (replaced atomically)
                    datasets: list[str] | None = None, # bundled dataset names; None for all
@@ -63,6 +80,7 @@ def write_snapshot(out: str | Path = "data", # target directory (replaced atomic
     src = BundledSource(datasets)  # validates dataset names before anything is written
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-tmp-", dir=out.parent))
     try:
         manifest = dict(schema_version=SCHEMA_VERSION, source=source, datasets={}, macro=None)

@@ -1,0 +1,30 @@
+"""Render README.md from nbs/index.ipynb (executed in memory).
+
+nbdev's own `nbdev-readme` needs the Quarto binary, which this project cannot download; nbconvert
+gives the same GitHub-flavoured Markdown from the executed notebook.
+"""
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbconvert import MarkdownExporter
+
+root = Path(__file__).resolve().parents[1]
+nb = nbformat.read(root / "nbs" / "index.ipynb", as_version=4)
+NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root / "nbs")}}).execute()
+# drop nbdev directives and hidden cells, as nbdev's renderer would
+nb.cells = [c for c in nb.cells if not re.search(r"^#\|\s*hide\b", c.source, re.M)]
+for c in nb.cells:
+    c.source = re.sub(r"^#\|.*\n?", "", c.source, flags=re.M)
+    for o in c.get("outputs", []):
+        o.get("data", {}).pop("text/html", None)  # Markdown readers show the plain-text table
+md, _ = MarkdownExporter().from_notebook_node(nb)
+md = re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
+header = "<!-- Generated from nbs/index.ipynb by tools/readme.py (make readme); edit the notebook, not this file. -->\n\n"
+out = root / "README.md"
+if len(sys.argv) > 1 and sys.argv[1] == "--check":
+    sys.exit(0 if out.exists() and out.read_text() == header + md else "README.md is out of date with nbs/index.ipynb: run `make readme`")
+out.write_text(header + md)
+print(f"wrote {out}")
