@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 WHEELS := $(wildcard /opt/wheels)
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS)) -c requirements.lock
 
-.PHONY: run install snapshot test nbtest pytest readme lock clean
+.PHONY: run install services snapshot test nbtest pytest readme lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,10 +35,14 @@ run: install snapshot
 	@echo "Reports (HTML + metrics JSON):"
 	@find reports -name '*.html' -o -name 'metrics.json' | sort | sed 's/^/  /'
 
+# Debian packages and servers the integration tests use (Chromium now; PostgreSQL when storage lands).
+services:
+	tools/services.sh
+
 nbtest: install
 	nbdev-test --n-workers 2
 
-pytest: install
+pytest: install services
 	pytest -q
 
 test: nbtest pytest

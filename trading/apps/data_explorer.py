@@ -22,7 +22,7 @@ class DataExplorer:
                  max_symbols: int = 8, # symbols selected initially
                 ):
         import ipywidgets as w
-        import plotly.graph_objects as go
+        import bqplot as bq  # classic ipywidgets charts: render in Voila offline, update in place
         self.snapshot = snapshot if isinstance(snapshot, Snapshot) else load_snapshot(snapshot)
         self.max_symbols = max_symbols
         self._cache: dict[str, pd.DataFrame] = {}
@@ -31,8 +31,8 @@ class DataExplorer:
         self.symbols = w.SelectMultiple(description="Symbols", rows=8)
         self.start = w.DatePicker(description="From")
         self.end = w.DatePicker(description="To")
-        self.growth = go.FigureWidget(layout=dict(title="Growth of $1", height=320, margin=dict(l=40, r=10, t=40, b=30)))
-        self.drawdown = go.FigureWidget(layout=dict(title="Drawdown", height=220, margin=dict(l=40, r=10, t=40, b=30), yaxis=dict(tickformat=".0%")))
+        self.growth_lines, self.growth = self._chart(bq, "Growth of $1", ".2f", log=True, height="320px")
+        self.drawdown_lines, self.drawdown = self._chart(bq, "Drawdown", ".0%", height="220px")
         self.table = w.HTML()
         self.status = w.HTML()
         self.dataset.observe(lambda _: self._load_dataset(), "value")
@@ -40,6 +40,15 @@ class DataExplorer:
         self.widget = w.VBox([w.HBox([w.VBox([self.dataset, self.start, self.end]), self.symbols]), self.status,
                               self.growth, self.drawdown, self.table])
         self._load_dataset()
+
+    @staticmethod
+    def _chart(bq, title, tick_format, log=False, height="300px"):
+        x, y = bq.DateScale(), (bq.LogScale() if log else bq.LinearScale())
+        lines = bq.Lines(scales={"x": x, "y": y}, display_legend=log, stroke_width=1.5)
+        fig = bq.Figure(marks=[lines], title=title, legend_location="top-left", layout={"height": height, "width": "100%"},
+                        axes=[bq.Axis(scale=x), bq.Axis(scale=y, orientation="vertical", tick_format=tick_format)],
+                        fig_margin=dict(top=40, bottom=30, left=60, right=10))
+        return lines, fig
 
     def prices(self, dataset: str) -> pd.DataFrame:
         "Close-price panel of a dataset (read once)."
@@ -72,12 +81,10 @@ class DataExplorer:
         r = returns_panel(p)
         wealth = (1 + r.fillna(0)).cumprod()
         dd = wealth / wealth.cummax() - 1
-        with self.growth.batch_update():
-            self.growth.data = []
-            for s in wealth: self.growth.add_scatter(x=wealth.index, y=wealth[s], name=s, mode="lines")
-        with self.drawdown.batch_update():
-            self.drawdown.data = []
-            for s in dd: self.drawdown.add_scatter(x=dd.index, y=dd[s], name=s, mode="lines", showlegend=False)
+        x = wealth.index.tz_convert(None).to_numpy()
+        for lines, frame in ((self.growth_lines, wealth), (self.drawdown_lines, dd)):
+            with lines.hold_sync():
+                lines.x, lines.y, lines.labels = x, frame.to_numpy().T, list(frame.columns)
         stats = return_summary(r).drop(columns=["first", "last"])
         self.table.value = stats.style.format({"n": "{:.0f}", **{c: "{:.2%}" for c in stats.columns if c != "n"}}).to_html()
         self.status.value = f"{self.dataset.value}: {p.shape[1]} symbols, {p.index[0]:%Y-%m-%d} to {p.index[-1]:%Y-%m-%d}, {len(p)} bars (real data)"
