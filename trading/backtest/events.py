@@ -98,6 +98,7 @@ def _run(o_, h_, l_, c_, v_, sigma, adv, mult, expiry,
     fcap = cap * 4
     f_bar = np.empty(fcap, np.int64); f_ord = np.empty(fcap, np.int64); f_qty = np.empty(fcap); f_px = np.empty(fcap); f_fee = np.empty(fcap)
     nf = 0; no = 0; ne = 0
+    act = np.empty(cap, np.int64); nact = 0  # ids of orders still working, in submission order
     pos = np.zeros(k); cash = init_cash; last = np.full(k, np.nan)
     cash_out = np.empty(n); pos_out = np.empty((n, k)); value_out = np.empty(n)
     used = np.zeros(k)
@@ -106,7 +107,8 @@ def _run(o_, h_, l_, c_, v_, sigma, adv, mult, expiry,
         for j in range(k):
             if not np.isnan(c_[i, j]): last[j] = c_[i, j]
         # 1. working orders against this bar, in submission order
-        for q in range(no):
+        for a in range(nact):
+            q = act[a]
             if ob_status[q] != WORKING or ob_bar[q] >= i or ob_type[q] == MOC: continue
             j = ob_asset[q]
             if np.isnan(c_[i, j]): continue
@@ -117,7 +119,8 @@ def _run(o_, h_, l_, c_, v_, sigma, adv, mult, expiry,
                              v_[i, j], used, sigma[i, j], adv[i, j], fee_rate, fee_per_share, fee_min, slippage, impact_coef, participation,
                              max_leverage, f_bar, f_ord, f_qty, f_px, f_fee, nf)
         # 2. DAY orders still open after their session expire
-        for q in range(no):
+        for a in range(nact):
+            q = act[a]
             if ob_status[q] == WORKING and ob_tif[q] == DAY and ob_bar[q] < i and ob_type[q] != MOC:
                 ob_status[q] = EXPIRED; ob_reason[q] = 5
         # 3. expiring instruments settle at this close
@@ -126,9 +129,11 @@ def _run(o_, h_, l_, c_, v_, sigma, adv, mult, expiry,
                 cash += pos[j] * last[j] * mult[j]
                 f_bar[nf] = i; f_ord[nf] = -1 - j; f_qty[nf] = -pos[j]; f_px[nf] = last[j]; f_fee[nf] = 0.0; nf += 1
                 pos[j] = 0.0
-        for q in range(no):
+        for a in range(nact):
+            q = act[a]
             if ob_status[q] == WORKING and expiry[ob_asset[q]] >= 0 and expiry[ob_asset[q]] <= i:
                 ob_status[q] = REJECTED; ob_reason[q] = 4
+        nact = _compact(act, nact, ob_status)
         # 4. this bar's decisions: explicit orders, then orders towards the targets
         first_new = no
         while ne < len(e_bar) and e_bar[ne] == i:
@@ -136,34 +141,41 @@ def _run(o_, h_, l_, c_, v_, sigma, adv, mult, expiry,
             ob_asset[no] = j; ob_side[no] = 1 if e_qty[ne] > 0 else -1; ob_qty[no] = abs(e_qty[ne]); ob_rem[no] = abs(e_qty[ne])
             ob_type[no] = e_type[ne]; ob_lim[no] = e_limit[ne]; ob_stop[no] = e_stop[ne]; ob_tif[no] = e_tif[ne]; ob_bar[no] = i
             ob_status[no] = WORKING; ob_src[no] = ne; ob_trig[no] = False
-            _pretrade(no, j, pos, cash, last, mult, expiry, i, c_, ob_side, ob_rem, ob_type, ob_lim, ob_status, ob_reason, ob_bar, ob_asset,
-                      no, max_leverage, allow_short, fee_rate, fee_per_share, fee_min)
+            _pretrade(no, j, pos, cash, last, mult, expiry, i, c_, ob_side, ob_rem, ob_type, ob_lim, ob_status, ob_reason, ob_asset,
+                      act, nact, max_leverage, allow_short, fee_rate, fee_per_share, fee_min)
+            if ob_status[no] == WORKING: act[nact] = no; nact += 1
             no += 1; ne += 1
         if rebalance[i]:
             value = cash
             for j in range(k):
                 if pos[j] != 0.0 and not np.isnan(last[j]): value += pos[j] * last[j] * mult[j]
-            for side in range(2):  # sells first, so buys see the freed cash (as the vectorized engine does)
-                for j in range(k):
-                    t = target[i, j]; p = c_[i, j]
-                    if np.isnan(t) or np.isnan(p) or p <= 0.0 or (expiry[j] >= 0 and expiry[j] <= i): continue
-                    pending = 0.0
-                    for q in range(no):
-                        if ob_status[q] == WORKING and ob_asset[q] == j: pending += ob_side[q] * ob_rem[q]
-                    delta = t * value / (p * mult[j]) - pos[j] - pending
-                    if (side == 0 and delta >= 0.0) or (side == 1 and delta <= 0.0): continue
-                    if delta < 0.0 and not allow_short and pos[j] + pending + delta < 0.0: delta = -(pos[j] + pending)
-                    if delta == 0.0: continue
-                    ob_asset[no] = j; ob_side[no] = 1 if delta > 0 else -1; ob_qty[no] = abs(delta); ob_rem[no] = abs(delta)
-                    ob_type[no] = MOC if gen_moc else MARKET; ob_lim[no] = np.nan; ob_stop[no] = np.nan; ob_tif[no] = DAY
-                    ob_bar[no] = i; ob_status[no] = WORKING; ob_src[no] = -1; ob_trig[no] = False
-                    no += 1
-                    if gen_moc:  # fill now, so the buys of this bar see the cash the sells freed
-                        q = no - 1
-                        nf, cash = _fill(q, i, j, p, ob_side, ob_rem, ob_type, ob_lim, ob_status, ob_reason, ob_filled, ob_notional, pos, cash, last,
-                                         mult, v_[i, j], used, sigma[i, j], adv[i, j], fee_rate, fee_per_share, fee_min, slippage, impact_coef,
-                                         participation, max_leverage, f_bar, f_ord, f_qty, f_px, f_fee, nf)
-                        if ob_status[q] == WORKING: ob_status[q] = EXPIRED; ob_reason[q] = 5
+            # order values at pre-trade NAV; submit ascending (sells, then small to large buys), as the vectorized engine does
+            est = np.empty(k)
+            for j in range(k):
+                t = target[i, j]; p = c_[i, j]
+                est[j] = (t * value / (p * mult[j]) - pos[j]) * p if not (np.isnan(t) or np.isnan(p) or p <= 0.0) else 0.0
+            for j in np.argsort(est, kind="mergesort"):
+                t = target[i, j]; p = c_[i, j]
+                if np.isnan(t) or np.isnan(p) or p <= 0.0 or (expiry[j] >= 0 and expiry[j] <= i): continue
+                pending = 0.0
+                for a in range(nact):
+                    q = act[a]
+                    if ob_status[q] == WORKING and ob_asset[q] == j: pending += ob_side[q] * ob_rem[q]
+                delta = t * value / (p * mult[j]) - pos[j] - pending
+                if delta < 0.0 and not allow_short and pos[j] + pending + delta < 0.0: delta = -(pos[j] + pending)
+                if delta == 0.0: continue
+                ob_asset[no] = j; ob_side[no] = 1 if delta > 0 else -1; ob_qty[no] = abs(delta); ob_rem[no] = abs(delta)
+                ob_type[no] = MOC if gen_moc else MARKET; ob_lim[no] = np.nan; ob_stop[no] = np.nan; ob_tif[no] = DAY
+                ob_bar[no] = i; ob_status[no] = WORKING; ob_src[no] = -1; ob_trig[no] = False
+                no += 1
+                if gen_moc:  # fill now, so the buys of this bar see the cash the sells freed
+                    q = no - 1
+                    nf, cash = _fill(q, i, j, p, ob_side, ob_rem, ob_type, ob_lim, ob_status, ob_reason, ob_filled, ob_notional, pos, cash, last,
+                                     mult, v_[i, j], used, sigma[i, j], adv[i, j], fee_rate, fee_per_share, fee_min, slippage, impact_coef,
+                                     participation, max_leverage, f_bar, f_ord, f_qty, f_px, f_fee, nf)
+                    if ob_status[q] == WORKING: ob_status[q] = EXPIRED; ob_reason[q] = 5
+                else:
+                    act[nact] = no - 1; nact += 1
         # 5. explicit market-on-close orders of this bar fill at the close
         for q in range(first_new, no):
             if ob_status[q] == WORKING and ob_type[q] == MOC and ob_src[q] >= 0:
@@ -172,6 +184,7 @@ def _run(o_, h_, l_, c_, v_, sigma, adv, mult, expiry,
                                  mult, v_[i, j], used, sigma[i, j], adv[i, j], fee_rate, fee_per_share, fee_min, slippage, impact_coef,
                                  participation, max_leverage, f_bar, f_ord, f_qty, f_px, f_fee, nf)
                 if ob_status[q] == WORKING: ob_status[q] = EXPIRED; ob_reason[q] = 5
+        nact = _compact(act, nact, ob_status)
         # 6. mark to market
         value = cash
         for j in range(k):
@@ -183,15 +196,16 @@ def _run(o_, h_, l_, c_, v_, sigma, adv, mult, expiry,
 
 # %% ../../nbs/backtest/02_events.ipynb #38d44aef
 @njit(cache=True)
-def _pretrade(q, j, pos, cash, last, mult, expiry, i, c_, ob_side, ob_rem, ob_type, ob_lim, ob_status, ob_reason, ob_bar, ob_asset,
-              no, max_leverage, allow_short, fee_rate, fee_per_share, fee_min):
+def _pretrade(q, j, pos, cash, last, mult, expiry, i, c_, ob_side, ob_rem, ob_type, ob_lim, ob_status, ob_reason, ob_asset,
+              act, nact, max_leverage, allow_short, fee_rate, fee_per_share, fee_min):
     "Reject an explicit order that cannot be honoured, with a reason code."
     if np.isnan(c_[i, j]) or np.isnan(last[j]):
         ob_status[q] = REJECTED; ob_reason[q] = 1; return
     if expiry[j] >= 0 and expiry[j] <= i:
         ob_status[q] = REJECTED; ob_reason[q] = 4; return
     pending = 0.0
-    for r in range(no):
+    for a in range(nact):
+        r = act[a]
         if ob_status[r] == WORKING and ob_asset[r] == j: pending += ob_side[r] * ob_rem[r]
     if ob_side[q] < 0 and not allow_short and pos[j] + pending - ob_rem[q] < -1e-12:
         ob_status[q] = REJECTED; ob_reason[q] = 2; return
@@ -203,6 +217,14 @@ def _pretrade(q, j, pos, cash, last, mult, expiry, i, c_, ob_side, ob_rem, ob_ty
                 equity += pos[a] * last[a] * mult[a]; gross += abs(pos[a] * last[a] * mult[a])
         if ob_rem[q] > _affordable(cash, equity, gross, px, mult[j], fee_rate, fee_per_share, fee_min, max_leverage) * (1 + 1e-9):
             ob_status[q] = REJECTED; ob_reason[q] = 3
+
+@njit(cache=True)
+def _compact(act, nact, ob_status):
+    "Drop final orders from the active list, keeping submission order."
+    m = 0
+    for a in range(nact):
+        if ob_status[act[a]] == WORKING: act[m] = act[a]; m += 1
+    return m
 
 @njit(cache=True)
 def _fill(q, i, j, base, ob_side, ob_rem, ob_type, ob_lim, ob_status, ob_reason, ob_filled, ob_notional, pos, cash, last, mult,

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 from numba import njit
 from ..core.errors import InputValidationError
+from ..analytics.metrics import TRADE_COLUMNS
 
 # %% auto #0
-__all__ = ['TRADE_COLUMNS', 'Schedule', 'BacktestResult', 'trades_frame', 'rebalance_mask', 'backtest_weights',
-           'signals_to_target', 'backtest_signals']
+__all__ = ['Schedule', 'BacktestResult', 'trades_frame', 'rebalance_mask', 'backtest_weights', 'signals_to_target',
+           'backtest_signals']
 
 # %% ../../nbs/backtest/01_vectorized.ipynb #ab0dec1f
 @njit(cache=True)
@@ -42,24 +43,28 @@ def _simulate(price, close, target, rebalance, threshold, fee_rate, slippage, in
                         drift = max(drift, abs(w - t))
                 go = drift > threshold
             if go:
-                for side in range(2):  # 0: sells first, to free cash; 1: buys
-                    for j in range(k):
-                        t = target[i, j]; p = price[i, j]
-                        if np.isnan(t) or np.isnan(p) or p <= 0.0: continue
-                        delta = t * value / p - shares[j]
-                        if side == 0 and delta < 0.0:
-                            px = p * (1.0 - slippage); fee = -delta * px * fee_rate
-                            cash += -delta * px - fee
-                        elif side == 1 and delta > 0.0:
-                            px = p * (1.0 + slippage)
-                            if not allow_leverage:
-                                affordable = max(cash, 0.0) / (px * (1.0 + fee_rate))
-                                if delta > affordable: delta = affordable
-                            if delta <= 0.0: continue
-                            fee = delta * px * fee_rate
-                            cash -= delta * px + fee
-                        else: continue
-                        shares[j] += delta; traded[i, j] = delta; exec_px[i, j] = px; fees[i, j] = fee
+                # order values at pre-trade NAV; execute ascending (sells, then small to large buys)
+                est = np.empty(k)
+                for j in range(k):
+                    t = target[i, j]; p = price[i, j]
+                    est[j] = (t * value / p - shares[j]) * p if not (np.isnan(t) or np.isnan(p) or p <= 0.0) else 0.0
+                for j in np.argsort(est, kind="mergesort"):
+                    t = target[i, j]; p = price[i, j]
+                    if np.isnan(t) or np.isnan(p) or p <= 0.0: continue
+                    delta = t * value / p - shares[j]
+                    if delta < 0.0:
+                        px = p * (1.0 - slippage); fee = -delta * px * fee_rate
+                        cash += -delta * px - fee
+                    elif delta > 0.0:
+                        px = p * (1.0 + slippage)
+                        if not allow_leverage:
+                            affordable = max(cash, 0.0) / (px * (1.0 + fee_rate))
+                            if delta > affordable: delta = affordable
+                        if delta <= 0.0: continue
+                        fee = delta * px * fee_rate
+                        cash -= delta * px + fee
+                    else: continue
+                    shares[j] += delta; traded[i, j] = delta; exec_px[i, j] = px; fees[i, j] = fee
         cash_out[i] = cash
         for j in range(k): shares_out[i, j] = shares[j]
     return cash_out, shares_out, traded, exec_px, fees
@@ -143,17 +148,15 @@ class BacktestResult:
     @property
     def final_value(self) -> pd.Series: return self.equity.iloc[-1]
 
-TRADE_COLUMNS = ["symbol", "entry_ts", "exit_ts", "qty", "entry_price", "exit_price", "pnl", "return", "fees", "bars_held"]
-
 def trades_frame(records: np.ndarray, index: pd.DatetimeIndex, symbols: list[str]) -> pd.DataFrame:
-    "Trade table (TRADE_COLUMNS) from `_episodes` records."
+    "Trade table (`trading.analytics.metrics.TRADE_COLUMNS`; open trades: NaT exit, NaN exit price, P&L marked to the last close) from `_episodes` records."
     if len(records) == 0: return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(TRADE_COLUMNS, ["string", "datetime64[ns, UTC]", "datetime64[ns, UTC]"] + ["float64"] * 6 + ["int64"])})
     col, a, b = records[:, 0].astype(int), records[:, 1].astype(int), records[:, 2].astype(int)
     exit_ts = pd.DatetimeIndex([pd.NaT if bb < 0 else index[bb] for bb in b], tz="UTC")
     qty, entry = records[:, 3], records[:, 4]
     last = len(index) - 1
     return pd.DataFrame({"symbol": pd.array([symbols[c] for c in col], dtype="string"), "entry_ts": index[a], "exit_ts": exit_ts,
-                         "qty": qty, "entry_price": entry, "exit_price": records[:, 5], "pnl": records[:, 6],
+                         "qty": qty, "entry_price": entry, "exit_price": np.where(b >= 0, records[:, 5], np.nan), "pnl": records[:, 6],
                          "return": records[:, 6] / (np.abs(qty) * entry), "fees": records[:, 7],
                          "bars_held": np.where(b >= 0, b, last) - a})
 
