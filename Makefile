@@ -7,18 +7,21 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
-EXTRAS := pipeline,dashboards,ml,dev
+EXTRAS := pipeline,dashboards,ml,online,store,dev
 export PATH := $(BIN):$(PATH)
+# PostgreSQL for the storage tests (tools/services.sh creates this role and database on loopback)
+export TRADING_TEST_PG_URL ?= postgresql+psycopg://trading:trading@127.0.0.1:5432/trading_test
 # torch's CPU wheel lies on this machine's disk; an unpinned torch would pull a multi-GB CUDA build.
 WHEELS := $(wildcard /opt/wheels)
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS)) -c requirements.lock
 
-.PHONY: run install services snapshot test nbtest pytest readme lock clean
+.PHONY: run install services snapshot test nbtest pytest bench readme lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP_INSTALL) 'torch==2.13.0'
 	$(PIP_INSTALL) -e '.[$(EXTRAS)]'
+	$(PY) -m trading.backtest.warmup  # compile the numba kernels into their on-disk cache now, not on a user's first call
 	touch $@
 
 install: $(STAMP)
@@ -46,6 +49,11 @@ pytest: install services
 	pytest -q
 
 test: nbtest pytest
+
+# Speed against the field's libraries and baselines, as ratios measured in the same run (not tests).
+bench: install snapshot services
+	$(PY) bench/backtest_speed.py
+	$(PY) bench/store_ingest.py
 
 readme: install
 	$(PY) tools/readme.py

@@ -153,7 +153,7 @@ def _run(o_, h_, l_, c_, v_, sigma, adv, mult, expiry,
             est = np.empty(k)
             for j in range(k):
                 t = target[i, j]; p = c_[i, j]
-                est[j] = (t * value / (p * mult[j]) - pos[j]) * p if not (np.isnan(t) or np.isnan(p) or p <= 0.0) else 0.0
+                est[j] = t * value - pos[j] * p * mult[j] if not (np.isnan(t) or np.isnan(p) or p <= 0.0) else 0.0
             for j in np.argsort(est, kind="mergesort"):
                 t = target[i, j]; p = c_[i, j]
                 if np.isnan(t) or np.isnan(p) or p <= 0.0 or (expiry[j] >= 0 and expiry[j] <= i): continue

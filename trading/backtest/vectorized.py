@@ -47,7 +47,7 @@ def _simulate(price, close, target, rebalance, threshold, fee_rate, slippage, in
                 est = np.empty(k)
                 for j in range(k):
                     t = target[i, j]; p = price[i, j]
-                    est[j] = (t * value / p - shares[j]) * p if not (np.isnan(t) or np.isnan(p) or p <= 0.0) else 0.0
+                    est[j] = t * value - shares[j] * p if not (np.isnan(t) or np.isnan(p) or p <= 0.0) else 0.0
                 for j in np.argsort(est, kind="mergesort"):
                     t = target[i, j]; p = price[i, j]
                     if np.isnan(t) or np.isnan(p) or p <= 0.0: continue
@@ -152,7 +152,7 @@ def trades_frame(records: np.ndarray, index: pd.DatetimeIndex, symbols: list[str
     "Trade table (`trading.analytics.metrics.TRADE_COLUMNS`; open trades: NaT exit, NaN exit price, P&L marked to the last close) from `_episodes` records."
     if len(records) == 0: return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(TRADE_COLUMNS, ["string", "datetime64[ns, UTC]", "datetime64[ns, UTC]"] + ["float64"] * 6 + ["int64"])})
     col, a, b = records[:, 0].astype(int), records[:, 1].astype(int), records[:, 2].astype(int)
-    exit_ts = pd.DatetimeIndex([pd.NaT if bb < 0 else index[bb] for bb in b], tz="UTC")
+    exit_ts = index[np.maximum(b, 0)].where(b >= 0)
     qty, entry = records[:, 3], records[:, 4]
     last = len(index) - 1
     return pd.DataFrame({"symbol": pd.array([symbols[c] for c in col], dtype="string"), "entry_ts": index[a], "exit_ts": exit_ts,
@@ -163,26 +163,41 @@ def trades_frame(records: np.ndarray, index: pd.DatetimeIndex, symbols: list[str
 # %% ../../nbs/backtest/01_vectorized.ipynb #147e9b2b
 Schedule = Literal["on_change", "every_bar", "W", "M", "Q"] | float
 
+@njit(cache=True)
+def _ffill_changes(target):
+    "Forward-filled targets, whether each cell holds a decision, and whether it differs from the previous bar's."
+    n, k = target.shape
+    ff = np.empty((n, k)); decided = np.zeros((n, k), np.bool_); changed = np.zeros((n, k), np.bool_)
+    for j in range(k):
+        last = np.nan
+        for i in range(n):
+            v = target[i, j]
+            if not np.isnan(v):
+                changed[i, j] = np.isnan(last) or v != last
+                last = v
+            ff[i, j] = last
+            decided[i, j] = not np.isnan(last)
+    return ff, decided, changed
+
 def rebalance_mask(target: pd.DataFrame, # targets (NaN = no decision), forward-filled inside
                    schedule: Schedule = "on_change", # see above
                    per_column: bool = False, # one mask per column (independent accounts)
                   ) -> np.ndarray:
     "Bars on which the engine rebalances to the (forward-filled) targets."
-    ff = target.ffill()
-    decided = ff.notna()
-    if schedule == "on_change":
-        changed = (ff.ne(ff.shift(1)) & decided).to_numpy()
-    elif schedule == "every_bar" or isinstance(schedule, float):
-        changed = decided.to_numpy()
-    elif schedule in ("W", "M", "Q"):
-        per = ff.index.tz_convert(None).to_period(schedule)
-        last_of_period = np.r_[per[1:] != per[:-1], True]
-        first = ff.ne(ff.shift(1)) & decided & ff.shift(1).isna()  # enter on the first decision, then keep the calendar
-        changed = (decided.to_numpy() & last_of_period[:, None]) | first.to_numpy()
-    else: raise InputValidationError("schedule", schedule, "one of 'on_change', 'every_bar', 'W', 'M', 'Q' or a drift threshold (float > 0)")
-    return changed if per_column else changed.any(axis=1)
+    return _targets_and_mask(target, schedule, per_column)[1]
 
-# %% ../../nbs/backtest/01_vectorized.ipynb #dc90f17c
+def _targets_and_mask(target: pd.DataFrame, schedule: Schedule, per_column: bool) -> tuple[np.ndarray, np.ndarray]:
+    ff, decided, changed = _ffill_changes(target.to_numpy(np.float64))
+    if schedule == "on_change": mask = changed
+    elif schedule == "every_bar" or isinstance(schedule, float): mask = decided
+    elif schedule in ("W", "M", "Q"):
+        per = target.index.tz_convert(None).to_period(schedule)
+        last_of_period = np.r_[per[1:] != per[:-1], True]
+        first = decided & ~np.vstack([np.zeros((1, ff.shape[1]), bool), decided[:-1]])  # enter on the first decision, then keep the calendar
+        mask = (decided & last_of_period[:, None]) | first
+    else: raise InputValidationError("schedule", schedule, "one of 'on_change', 'every_bar', 'W', 'M', 'Q' or a drift threshold (float > 0)")
+    return ff, (mask if per_column else mask.any(axis=1))
+#| export
 def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC index
                      target: pd.DataFrame, # target weights decided at each bar's close (NaN = no decision)
                      fee_rate: float = 0.0, # fraction of traded notional, e.g. 0.001 = 10 bps
@@ -204,8 +219,7 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
     if isinstance(schedule, float) and threshold <= 0: raise InputValidationError("schedule", schedule, "a drift threshold must be > 0")
     independent = mode == "independent"
     if mode not in ("portfolio", "independent"): raise InputValidationError("mode", mode, "'portfolio' or 'independent'")
-    mask = rebalance_mask(target, schedule, per_column=independent)
-    tgt = target.ffill().to_numpy(np.float64)
+    tgt, mask = _targets_and_mask(target, schedule, per_column=independent)
     c = close.to_numpy(np.float64)
     if execution == "close": px = c
     elif execution == "next_open":
@@ -217,36 +231,31 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
     sim = _simulate_independent if independent else _simulate
     cash, shares, traded, exec_px, fees = sim(px, c, tgt, mask, threshold, float(fee_rate), float(slippage), float(init_cash), bool(allow_leverage))
     idx, syms = close.index, list(close.columns)
-    last_close = close.ffill().iloc[-1].to_numpy(np.float64)
-    trades = trades_frame(_episodes(traded, exec_px, fees, last_close), idx, syms)
+    close_ff = _ffill_changes(c)[0]  # marks use the last known close
+    trades = trades_frame(_episodes(traded, exec_px, fees, close_ff[-1]), idx, syms)
+    frame = lambda a, cols: pd.DataFrame(a, index=idx, columns=cols, copy=False)
+    notional = np.abs(np.nan_to_num(traded * exec_px))
     if independent:
-        held = shares * close.ffill().fillna(0.0).to_numpy()
+        held = shares * np.nan_to_num(close_ff)
         value = cash + held
-        accounts = syms
-        weights = pd.DataFrame(held / value, idx, syms)
-        notional = np.abs(np.nan_to_num(traded * exec_px))
-        turnover = pd.DataFrame(notional / value, idx, syms)
+        accounts, weights, turnover = syms, held / value, notional / value
     else:
         value, held = _mark(c, shares, cash)
         value, cash = value[:, None], cash[:, None]
-        accounts = ["portfolio"]
-        weights = pd.DataFrame(held / value, idx, syms)
-        turnover = pd.DataFrame(np.abs(np.nan_to_num(traded * exec_px)).sum(axis=1, keepdims=True) / value, idx, accounts)
-    return BacktestResult(equity=pd.DataFrame(value, idx, accounts), cash=pd.DataFrame(cash, idx, accounts),
-                          positions=pd.DataFrame(shares, idx, syms), weights=weights, fees=pd.DataFrame(fees, idx, syms),
-                          turnover=turnover, trades=trades)
+        accounts, weights = ["portfolio"], held / value
+        turnover = notional.sum(axis=1, keepdims=True) / value
+    return BacktestResult(equity=frame(value, accounts), cash=frame(cash, accounts), positions=frame(shares, syms),
+                          weights=frame(weights, syms), fees=frame(fees, syms), turnover=frame(turnover, accounts), trades=trades)
 
-# %% ../../nbs/backtest/01_vectorized.ipynb #b90e5eca
+# %% ../../nbs/backtest/01_vectorized.ipynb #05b5048b
 def signals_to_target(entries: pd.DataFrame, # True where a long position should open (decided at that bar)
                       exits: pd.DataFrame, # True where it should close
                       size: float = 1.0, # target weight while in the market
                      ) -> pd.DataFrame:
     "Target weights from entry/exit signals: `size` after an entry, 0 after an exit, NaN before the first signal."
-    e, x = entries.fillna(False).astype(bool), exits.fillna(False).astype(bool)
-    both = e & x
-    tgt = pd.DataFrame(np.nan, index=e.index, columns=e.columns)
-    tgt = tgt.mask(e & ~both, size).mask(x & ~both, 0.0)
-    return tgt
+    e, x = entries.fillna(False).to_numpy(bool), exits.fillna(False).to_numpy(bool)
+    tgt = np.where(e & ~x, size, np.where(x & ~e, 0.0, np.nan))
+    return pd.DataFrame(tgt, index=entries.index, columns=entries.columns)
 
 def backtest_signals(close: pd.DataFrame, entries: pd.DataFrame, exits: pd.DataFrame, size: float = 1.0, **kw) -> BacktestResult:
     "Backtest entry/exit signals (independent accounts per symbol by default)."

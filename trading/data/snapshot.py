@@ -19,10 +19,12 @@ import pandas as pd
 from ..core.errors import DataError, DataValidationError, InputValidationError, TradingError
 from .bars import validate_bars
 from .bundled import BUNDLED, BundledSource
+from .sources import BarSource, utc_timestamp
 from .macro import MACRO_COLUMNS, load_bundled_macro
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'write_parquet', 'write_snapshot', 'Snapshot', 'load_snapshot', 'main']
+__all__ = ['SCHEMA_VERSION', 'SOURCES', 'write_parquet', 'write_snapshot', 'make_source', 'write_source_snapshot', 'Snapshot',
+           'load_snapshot', 'main']
 
 # %% ../../nbs/data/06_snapshot.ipynb #08378379
 SCHEMA_VERSION = 1
@@ -69,20 +71,35 @@ def _remove_stale_temps(out: Path) -> None:
     "Remove build directories left by a snapshot process that was killed."
     for p in out.parent.glob(f".{out.name}-tmp-*"): shutil.rmtree(p, ignore_errors=True)
 
-def write_snapshot(out: str | Path = "data", # target directory (replaced atomically)
-                   datasets: list[str] | None = None, # bundled dataset names; None for all
-                   source: str = "bundled", # where bars come from
-                   include_macro: bool = True, # also write the bundled macro series
-                  ) -> dict:
-    "Build a validated snapshot in a temporary directory and swap it in; returns the manifest."
-    if source != "bundled":
-        raise InputValidationError("source", source, "only 'bundled' is available offline; online sources (alpaca, ccxt, csv) plug into the same layout")
-    src = BundledSource(datasets)  # validates dataset names before anything is written
-    out = Path(out)
+def _build(out: Path, fill) -> dict:
+    "Run `fill(tmp) -> manifest` in a fresh temporary directory beside `out`, write the manifest, swap it in."
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-tmp-", dir=out.parent))
     try:
+        manifest = fill(tmp)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _swap_in(tmp, out)
+        return manifest
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+def write_snapshot(out: str | Path = "data", # target directory (replaced atomically)
+                   datasets: list[str] | None = None, # bundled dataset names; None for all
+                   source: str = "bundled", # `bundled`, or `alpaca`, `ccxt`, `csv` (see `write_source_snapshot`)
+                   include_macro: bool = True, # also write the bundled macro series
+                   **online, # arguments of `write_source_snapshot` for the other sources
+                  ) -> dict:
+    "Build a validated snapshot in a temporary directory and swap it in; returns the manifest."
+    if source != "bundled":
+        if source not in SOURCES: raise InputValidationError("source", source, f"expected one of {['bundled', *SOURCES]}")
+        return write_source_snapshot(out, source, **online)
+    if online: raise InputValidationError("source", source, f"options {sorted(online)} apply to alpaca/ccxt/csv, not the bundled data")
+    src = BundledSource(datasets)  # validates dataset names before anything is written
+    out = Path(out)
+
+    def fill(tmp):
         manifest = dict(schema_version=SCHEMA_VERSION, source=source, datasets={}, macro=None)
         for name in src.datasets:
             ds = BUNDLED[name]
@@ -99,14 +116,90 @@ def write_snapshot(out: str | Path = "data", # target directory (replaced atomic
             manifest["macro"] = dict(file="macro/macro.parquet", sha256=_sha256(tmp / "macro/macro.parquet"), rows=len(macro),
                                      series=sorted(macro["series"].unique().tolist()), span=_span(macro["period_end"]),
                                      provider=f"arch {version('arch')}, statsmodels {version('statsmodels')}")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _swap_in(tmp, out)
         return manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return _build(out, fill)
 
 # %% ../../nbs/data/06_snapshot.ipynb #0743ef25
+SOURCES = ("alpaca", "ccxt", "csv", "parquet")
+
+def make_source(source: str, # `alpaca`, `ccxt`, `csv` or `parquet` (the last two both read .csv and .parquet files)
+                symbols: list[str] | None = None, # tickers / pairs; for files, the symbols they may hold
+                asset_class: str = "stock", # alpaca: `stock` or `crypto`
+                feed: str | None = None, # alpaca stocks: `iex` or `sip`; None: settings
+                adjustment: str = "all", # alpaca stocks: `raw`, `split`, `dividend`, `all`
+                exchange: str | None = None, # ccxt exchange id; None: settings
+                files: list[str] | None = None, # csv/parquet: input files
+                calendar: str = "XNYS", # csv/parquet: calendar of the symbols
+                tz: str = "UTC", # csv/parquet: timezone of naive timestamps
+                max_gap: int = 0, # missing calendar bars tolerated
+                base_url: str | None = None, # alpaca/ccxt: API base URL override (proxy, test server)
+                timeout: float = 30.0, # alpaca/ccxt: seconds per HTTP request
+                max_retries: int = 4, # alpaca/ccxt: retries of rate-limit and 5xx answers (exponential backoff)
+                settings=None, # `trading.core.settings.Settings`; None reads the environment
+               ) -> BarSource:
+    "The `BarSource` behind a `--source` name, configured from command-line options."
+    if source == "alpaca":
+        from trading.data.alpaca import AlpacaSource
+        if not symbols: raise InputValidationError("symbols", symbols, "--source alpaca needs --symbols")
+        return AlpacaSource(symbols, asset_class=asset_class, feed=feed, adjustment=adjustment, settings=settings,
+                            url_override=base_url, timeout=timeout, max_retries=max_retries, max_gap=max_gap)
+    if source == "ccxt":
+        from trading.data.exchanges import CcxtSource
+        if not symbols: raise InputValidationError("symbols", symbols, "--source ccxt needs --symbols")
+        return CcxtSource(exchange, symbols, settings=settings, base_url=base_url, timeout=timeout, max_retries=max_retries, max_gap=max_gap)
+    if source in ("csv", "parquet"):
+        from trading.data.files import FileSource
+        if not files: raise InputValidationError("files", files, f"--source {source} needs --files")
+        return FileSource(files, symbols=symbols or None, calendar=calendar, max_gap=max_gap, tz=tz)
+    raise InputValidationError("source", source, f"expected one of {list(SOURCES)}")
+
+def _provider(source: str) -> str:
+    if source == "alpaca": return f"alpaca-py {version('alpaca-py')}"
+    if source == "ccxt": return f"ccxt {version('ccxt')}"
+    return f"file import (pyarrow {version('pyarrow')})"
+
+def write_source_snapshot(out: str | Path = "data", # target directory (replaced atomically)
+                          source: str = "csv", # `alpaca`, `ccxt`, `csv` or `parquet`
+                          symbols: list[str] | None = None, # tickers / pairs to fetch (files: allowed symbols)
+                          start=None, # first bar label (inclusive); naive means UTC
+                          end=None, # last bar label (inclusive)
+                          timeframe: str = "1D", # bar length
+                          dataset: str | None = None, # dataset name in the snapshot; None: derived from the source
+                          **options, # the remaining arguments of `make_source`
+                         ) -> dict:
+    "Fetch and validate bars from an online or file source, then write them in the snapshot layout; returns the manifest."
+    import re
+    out = Path(out)
+    symbols = None if symbols is None else ([symbols] if isinstance(symbols, str) else list(symbols))
+    src = make_source(source, symbols, **options)
+    if dataset is None:
+        dataset = {"alpaca": f"alpaca_{getattr(src, 'asset_class', 'stock')}", "ccxt": f"ccxt_{getattr(src, 'exchange_id', '')}"}.get(source, source)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", dataset): raise InputValidationError("dataset", dataset, "use lower-case letters, digits, _ and -")
+    start_ts, end_ts = utc_timestamp(start, "start"), utc_timestamp(end, "end")
+    wanted = src.symbols()  # normalised (ccxt) or read from the files (when no --symbols)
+    bars = src.bars(wanted, start_ts, end_ts, timeframe)  # fetches and validates; raises before anything is written
+    if len(bars) == 0: raise DataValidationError("empty", f"no bars for {wanted} between {start} and {end}", source=src.name)
+    got = set(bars["symbol"])
+    if missing := [s for s in wanted if s not in got]:
+        raise DataValidationError("no_bars", f"no bars at all for {missing} in the requested range", symbol=missing[0], source=src.name)
+    syms = sorted(got)
+    calendars = sorted({src.calendar_of(s) for s in syms})
+    if len(calendars) > 1: raise InputValidationError("symbols", syms, f"one dataset holds one calendar; these trade on {calendars}")
+    request = dict(source=source, symbols=list(wanted), start=None if start_ts is None else start_ts.isoformat(),
+                   end=None if end_ts is None else end_ts.isoformat(), timeframe=timeframe)
+    if hasattr(src, "request"): request.update(src.request())
+    if source in ("csv", "parquet"): request["files"] = {Path(p).name: _sha256(Path(p)) for p in src.paths}
+
+    def fill(tmp):
+        rel = f"bars/{dataset}.parquet"
+        write_parquet(bars, tmp / rel)
+        entry = dict(file=rel, sha256=_sha256(tmp / rel), rows=len(bars), symbols=syms, span=_span(bars["ts_event"]),
+                     calendar=calendars[0] if src.checks_calendar(timeframe) else None, max_gap=src.max_gap_of(syms[0]),
+                     timeframe=timeframe, description=f"{timeframe} bars from {src.name}", provider=_provider(source))
+        return dict(schema_version=SCHEMA_VERSION, source=source, datasets={dataset: entry}, macro=None, request=request)
+    return _build(out, fill)
+
+# %% ../../nbs/data/06_snapshot.ipynb #aa37cad4
 @dataclass
 class Snapshot:
     "A verified `data/` directory."
@@ -123,7 +216,7 @@ class Snapshot:
         if dataset not in self.manifest["datasets"]: raise InputValidationError("dataset", dataset, f"snapshot has {self.datasets}")
         meta = self.manifest["datasets"][dataset]
         df = pd.read_parquet(self.path / meta["file"]).astype({"symbol": "string", "source": "string"})
-        if validate: validate_bars(df, calendar=meta["calendar"], max_gap=meta["max_gap"], source=f"{self.path}/{meta['file']}")
+        if validate: validate_bars(df, calendar=meta["calendar"], freq=meta.get("timeframe", "1D"), max_gap=meta["max_gap"], source=f"{self.path}/{meta['file']}")
         return df
 
     def macro(self) -> pd.DataFrame:
@@ -148,16 +241,33 @@ def load_snapshot(path: str | Path = "data", # snapshot directory
             raise DataValidationError("snapshot_hash_mismatch", f"{m['file']} does not match the sha256 in manifest.json (edited or corrupted)", source=str(f))
     return Snapshot(path, manifest)
 
-# %% ../../nbs/data/06_snapshot.ipynb #aa37cad4
+# %% ../../nbs/data/06_snapshot.ipynb #d2ca53f6
 def main(argv: list[str] | None = None) -> int:
     "trading-data: list bundled datasets, write or verify a snapshot."
     p = argparse.ArgumentParser(prog="trading-data", description="Market-data snapshots for the trading pipeline.")
     sub = p.add_subparsers(dest="cmd", required=True)
     snap = sub.add_parser("snapshot", help="write a deterministic snapshot directory")
-    snap.add_argument("--source", default="bundled", help="where bars come from (offline: bundled)")
-    snap.add_argument("--datasets", default=None, help="comma-separated dataset names (default: all)")
+    snap.add_argument("--source", default="bundled", help="where bars come from: bundled (offline), alpaca, ccxt, csv|parquet (files)")
+    snap.add_argument("--datasets", default=None, help="bundled: comma-separated dataset names (default: all)")
     snap.add_argument("--out", default="data", help="target directory, replaced atomically")
-    snap.add_argument("--no-macro", action="store_true", help="skip the macro series")
+    snap.add_argument("--no-macro", action="store_true", help="bundled: skip the macro series")
+    on = snap.add_argument_group("alpaca, ccxt and file sources")
+    on.add_argument("--symbols", default=None, help="comma-separated tickers or BASE/QUOTE pairs (files: the symbols allowed)")
+    on.add_argument("--start", default=None, help="first bar, ISO date or timestamp (UTC if naive)")
+    on.add_argument("--end", default=None, help="last bar, inclusive")
+    on.add_argument("--timeframe", default="1D", help="bar length: 1D, 1h, 15min, ...")
+    on.add_argument("--dataset", default=None, help="dataset name in the snapshot (default: from the source)")
+    on.add_argument("--asset-class", default="stock", choices=["stock", "crypto"], help="alpaca: stock or crypto bars")
+    on.add_argument("--feed", default=None, choices=["iex", "sip"], help="alpaca stocks: data feed (default: settings)")
+    on.add_argument("--adjustment", default="all", choices=["raw", "split", "dividend", "all"], help="alpaca stocks: corporate-action adjustment")
+    on.add_argument("--exchange", default=None, help="ccxt exchange id, e.g. coinbase, binance (default: settings)")
+    on.add_argument("--files", default=None, help="csv/parquet: comma-separated input files")
+    on.add_argument("--calendar", default="XNYS", help="csv/parquet: calendar of the symbols (XNYS, 24/7, weekdays)")
+    on.add_argument("--tz", default="UTC", help="csv/parquet: timezone of naive timestamps")
+    on.add_argument("--max-gap", type=int, default=0, help="missing calendar bars tolerated")
+    on.add_argument("--base-url", default=None, help="alpaca/ccxt: API base URL override (a proxy or a test server)")
+    on.add_argument("--timeout", type=float, default=30.0, help="alpaca/ccxt: seconds per HTTP request")
+    on.add_argument("--max-retries", type=int, default=4, help="alpaca/ccxt: retries of rate-limit and 5xx answers")
     ver = sub.add_parser("verify", help="check a snapshot's hashes and bar rules")
     ver.add_argument("--dir", default="data")
     sub.add_parser("list", help="list the bundled datasets")
@@ -166,7 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "list":
             for name, ds in BUNDLED.items(): print(f"{name:12s} {ds.calendar:9s} {ds.description}")
         elif a.cmd == "snapshot":
-            m = write_snapshot(a.out, a.datasets.split(",") if a.datasets else None, a.source, not a.no_macro)
+            if a.source == "bundled":
+                m = write_snapshot(a.out, a.datasets.split(",") if a.datasets else None, a.source, not a.no_macro)
+            else:
+                split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None
+                m = write_source_snapshot(a.out, a.source, split(a.symbols), a.start, a.end, a.timeframe, a.dataset,
+                                          asset_class=a.asset_class, feed=a.feed, adjustment=a.adjustment, exchange=a.exchange,
+                                          files=split(a.files), calendar=a.calendar, tz=a.tz, max_gap=a.max_gap,
+                                          base_url=a.base_url, timeout=a.timeout, max_retries=a.max_retries)
             rows = sum(d["rows"] for d in m["datasets"].values())
             print(f"wrote {a.out}: {len(m['datasets'])} datasets, {rows} bars" + (f", {m['macro']['rows']} macro values" if m["macro"] else ""))
         elif a.cmd == "verify":

@@ -36,6 +36,9 @@ class BarSource(ABC):
     def max_gap_of(self, symbol: str) -> int:
         "Consecutive missing calendar bars tolerated for `symbol` (0: none)."
         return 0
+    def checks_calendar(self, timeframe: str) -> bool:
+        "Whether bars of `timeframe` are checked against the calendar (False where the calendar does not define them, e.g. extended-hours intraday stock bars)."
+        return True
     @abstractmethod
     def _fetch(self, symbols: list[str], start: pd.Timestamp | None, end: pd.Timestamp | None, timeframe: str) -> pd.DataFrame:
         "Bars for `symbols` in [start, end], using our column names."
@@ -55,5 +58,5 @@ class BarSource(ABC):
         if start is not None and end is not None and end < start: raise InputValidationError("end", end, f"is before start {start}")
         raw = self._fetch(wanted, start, end, timeframe)
         bars = to_bar_schema(raw, source=self.name).sort_values(["symbol", "ts_event"], kind="stable").reset_index(drop=True)
-        return validate_bars(bars, calendar=self.calendar_of, freq=timeframe, max_gap=self.max_gap_of,
+        return validate_bars(bars, calendar=self.calendar_of if self.checks_calendar(timeframe) else None, freq=timeframe, max_gap=self.max_gap_of,
                              known_symbols=wanted, allow_empty=True, source=self.name)

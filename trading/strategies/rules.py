@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Literal
 import numpy as np
 import pandas as pd
+from numba import njit
 from pydantic import Field, model_validator
 from ..core.errors import InputValidationError
 from .base import MarketData, Strategy, StrategyParams
 
 # %% auto #0
-__all__ = ['BuyAndHold', 'sma', 'SMACrossover']
+__all__ = ['BuyAndHold', 'rolling_mean_nb', 'sma', 'SMACrossover']
 
 # %% ../../nbs/strategies/01_rules.ipynb #ea2d2e96
 class BuyAndHold(Strategy):
@@ -30,11 +31,29 @@ class BuyAndHold(Strategy):
         w = started.astype(float).div(started.sum(axis=1).replace(0, np.nan), axis=0)
         return w.where(first.any(axis=1), axis=0).where(started)
 
+@njit(cache=True)
+def rolling_mean_nb(x, window):
+    "Rolling mean down each column with a Kahan-compensated running sum; NaN until `window` valid values in a row."
+    n, k = x.shape
+    out = np.full((n, k), np.nan)
+    for j in range(k):
+        s = 0.0; c = 0.0; count = 0
+        for i in range(n):
+            v = x[i, j]
+            if np.isnan(v):  # a gap restarts the window
+                s = 0.0; c = 0.0; count = 0
+                continue
+            y = v - c; t = s + y; c = (t - s) - y; s = t; count += 1
+            if count > window:
+                y = -x[i - window, j] - c; t = s + y; c = (t - s) - y; s = t; count = window
+            if count == window: out[i, j] = s / window
+    return out
+
 def sma(close: pd.DataFrame, # prices
         window: int, # bars
        ) -> pd.DataFrame:
-    "Simple moving average over `window` bars; NaN until the window is full."
-    return close.rolling(window, min_periods=window).mean()
+    "Simple moving average over `window` bars; NaN until the window is full (compiled, compensated summation)."
+    return pd.DataFrame(rolling_mean_nb(close.to_numpy(np.float64), int(window)), index=close.index, columns=close.columns)
 
 class SMACrossover(Strategy):
     "Long while SMA(fast) > SMA(slow), flat otherwise."

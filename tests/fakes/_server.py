@@ -1,0 +1,105 @@
+"""A scripted HTTP server on 127.0.0.1 (port 0): routes answer JSON; faults (status, malformed body, delay) are queued per path."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Fault:
+    path: str  # substring of the request path it applies to
+    status: int = 500  # HTTP status to answer with
+    body: bytes = b'{"message": "internal server error"}'
+    delay: float = 0.0  # seconds to sleep before answering (a hang when longer than the client timeout)
+    times: int = 1  # how many matching requests it answers
+    headers: dict | None = None
+
+
+class LoopbackServer:
+    "Base class: subclasses implement `route(path, query, headers) -> (status, json-able body)`."
+
+    def __init__(self):
+        self.requests: list[tuple[str, dict, dict]] = []  # (path, query, headers) of every request, in order
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                outer._handle(self)
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_port}"
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def fault(self, path: str, status: int = 500, body: bytes | str | None = None, delay: float = 0.0, times: int = 1, headers: dict | None = None):
+        "Answer the next `times` requests whose path contains `path` with this status/body (after `delay` seconds)."
+        if isinstance(body, str):
+            body = body.encode()
+        self._faults.append(Fault(path, status, body if body is not None else Fault.body, delay, times, headers))
+        return self
+
+    def hits(self, path: str) -> list[dict]:
+        "Query dicts of the requests whose path contains `path`."
+        return [q for p, q, _ in self.requests if path in p]
+
+    def route(self, path: str, query: dict, headers: dict):
+        raise NotImplementedError
+
+    def _send(self, h, status: int, body: bytes, headers: dict | None = None):
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        try:
+            h.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+            pass
+
+    def _handle(self, h):
+        parts = urlsplit(h.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        headers = dict(h.headers)
+        with self._lock:
+            self.requests.append((parts.path, query, headers))
+            fault = next((f for f in self._faults if f.path in parts.path and f.times > 0), None)
+            if fault:
+                fault.times -= 1
+        if fault:
+            if fault.delay:
+                time.sleep(fault.delay)
+            return self._send(h, fault.status, fault.body, fault.headers)
+        try:
+            status, body = self.route(parts.path, query, headers)
+        except KeyError as e:
+            status, body = 404, {"message": f"not found: {e}"}
+        self._send(h, status, json.dumps(body).encode())
