@@ -47,6 +47,7 @@ def run_stage(stage: str, # stage name: notebook nbs/pipeline/<stage>.ipynb, par
               params_file: str | Path = "params.yaml", # DVC params file
               root: str | Path = ".", # repository root (the notebook runs there)
               reports_dir: str | Path = "reports", # HTML goes to reports_dir/<stage>/<stage>.html
+              out_dir: str | Path | None = None, # or exactly here (relative to root)
              ) -> Path:
     "Execute a stage notebook with papermill and render its report; returns the HTML path."
     import nbformat, papermill as pm
@@ -54,7 +55,7 @@ def run_stage(stage: str, # stage name: notebook nbs/pipeline/<stage>.ipynb, par
     nb_in = root / "nbs" / "pipeline" / f"{stage}.ipynb"
     if not nb_in.exists(): raise InputValidationError("stage", stage, f"no notebook {nb_in.relative_to(root)}")
     params = stage_params(stage, root / params_file)
-    out_dir = root / reports_dir / stage
+    out_dir = root / (out_dir if out_dir is not None else Path(reports_dir) / stage)
     with tempfile.TemporaryDirectory() as tmp:
         executed = Path(tmp) / f"{stage}.ipynb"
         try:
@@ -73,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trading-stage", description="Run a papermill stage notebook and render its report.")
     p.add_argument("stage")
     p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", default=None, help="directory of the HTML report (default reports/STAGE)")
     a = p.parse_args(argv)
-    try: print(f"{a.stage}: report at {run_stage(a.stage, a.params)}")
+    try: print(f"{a.stage}: report at {run_stage(a.stage, a.params, out_dir=a.out)}")
     except TradingError as e:
         print(f"trading-stage: error: {e}", file=sys.stderr)
         return 2

@@ -26,6 +26,8 @@ class MarketData:
     high: pd.DataFrame | None = None
     low: pd.DataFrame | None = None
     volume: pd.DataFrame | None = None
+    # other inputs on the same bar index, already point-in-time (e.g. macro indicators, VIX, implied vol)
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def __post_init__(self):
         idx = self.close.index
@@ -37,6 +39,8 @@ class MarketData:
             p = getattr(self, name)
             if p is not None and (not p.index.equals(idx) or list(p.columns) != list(self.close.columns)):
                 raise DataValidationError("misaligned_panels", f"{name} panel must share close's index and columns")
+        for name, p in self.extra.items():
+            if not p.index.equals(idx): raise DataValidationError("misaligned_panels", f"extra panel {name!r} must share close's index")
 
     @classmethod
     def from_bars(cls, bars: pd.DataFrame # long bars (trading.data.bars schema)
@@ -54,12 +58,12 @@ class MarketData:
     def until(self, ts) -> MarketData:
         "The data a decision at `ts` may see: every bar labelled at or before `ts`."
         cut = lambda p: None if p is None else p.loc[:ts]
-        return MarketData(cut(self.close), cut(self.open), cut(self.high), cut(self.low), cut(self.volume))
+        return MarketData(cut(self.close), cut(self.open), cut(self.high), cut(self.low), cut(self.volume), {k: cut(v) for k, v in self.extra.items()})
 
     def map_panels(self, fn) -> MarketData:
         "Apply `fn` to every panel present (used to perturb data in the look-ahead check)."
         f = lambda p: None if p is None else fn(p)
-        return MarketData(f(self.close), f(self.open), f(self.high), f(self.low), f(self.volume))
+        return MarketData(f(self.close), f(self.open), f(self.high), f(self.low), f(self.volume), {k: f(v) for k, v in self.extra.items()})
 
 # %% ../../nbs/strategies/00_base.ipynb #e640c18e
 class StrategyParams(BaseModel):
