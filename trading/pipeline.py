@@ -35,10 +35,17 @@ def _reproducible(nb):
         cell.metadata.pop("execution", None)
     return nb
 
+def _stable_styler_ids(html: str) -> str:
+    "pandas' Styler names each table with a random `T_xxxxx` id; number them in order of appearance instead."
+    import re
+    ids: dict[str, str] = {}
+    return re.sub(r"T_([0-9a-f]{5})(?=[_\"\s])", lambda m: "T_" + ids.setdefault(m[1], f"s{len(ids):04d}"), html)
+
 def render_html(nb, path: Path) -> None:
     "Write `nb` as a standalone HTML page without code cells or prompts."
     from nbconvert import HTMLExporter
     html, _ = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
+    html = _stable_styler_ids(html)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
 
