@@ -25,5 +25,7 @@ for _ in $(seq 60); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; d
 pg_isready -q -h 127.0.0.1 -p 5432 || { echo "services.sh: PostgreSQL $PG_VER did not start" >&2; exit 1; }
 pg_sql() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 pg_sql -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ROLE') THEN CREATE ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASS'; END IF; END \$\$;"
+# tests and benchmarks drop their scratch databases WITH (FORCE), which may need to end autovacuum workers
+pg_sql -c "GRANT pg_signal_backend TO $PG_ROLE"
 [ "$(pg_sql -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" = 1 ] || runuser -u postgres -- createdb -O "$PG_ROLE" "$PG_DB"
 echo "services: postgresql $(pg_sql -c 'SHOW server_version') at TRADING_TEST_PG_URL=postgresql+psycopg://$PG_ROLE:****@127.0.0.1:5432/$PG_DB"
