@@ -111,6 +111,7 @@ def _episodes(traded, exec_px, fees, close_last):
             p = exec_px[i, j]; f = fees[i, j]
             remaining = q; f_left = f
             while remaining != 0.0:
+                if pos == 0.0 and abs(remaining) < 1e-12: break  # float dust left by a flat target opens no trade
                 if pos == 0.0:
                     start = i; peak = 0.0; in_q = 0.0; in_n = 0.0; out_q = 0.0; out_n = 0.0; fee = 0.0; flow = 0.0
                 closing = pos != 0.0 and (pos > 0.0) != (remaining > 0.0)
