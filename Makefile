@@ -54,6 +54,7 @@ test: nbtest pytest
 bench: install snapshot services
 	$(PY) bench/backtest_speed.py
 	$(PY) bench/store_ingest.py
+	$(PY) bench/risk_speed.py
 
 readme: install
 	$(PY) tools/readme.py
