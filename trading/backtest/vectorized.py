@@ -162,7 +162,7 @@ def trades_frame(records: np.ndarray, index: pd.DatetimeIndex, symbols: list[str
                          "bars_held": np.where(b >= 0, b, last) - a})
 
 # %% ../../nbs/backtest/01_vectorized.ipynb #147e9b2b
-Schedule = Literal["on_change", "every_bar", "W", "M", "Q"] | float
+Schedule = Literal["on_change", "on_decision", "every_bar", "W", "M", "Q"] | float
 
 @njit(cache=True)
 def _ffill_changes(target):
@@ -190,13 +190,14 @@ def rebalance_mask(target: pd.DataFrame, # targets (NaN = no decision), forward-
 def _targets_and_mask(target: pd.DataFrame, schedule: Schedule, per_column: bool) -> tuple[np.ndarray, np.ndarray]:
     ff, decided, changed = _ffill_changes(target.to_numpy(np.float64))
     if schedule == "on_change": mask = changed
+    elif schedule == "on_decision": mask = ~np.isnan(target.to_numpy(np.float64))  # every bar the strategy spoke, even to repeat itself
     elif schedule == "every_bar" or isinstance(schedule, float): mask = decided
     elif schedule in ("W", "M", "Q"):
         per = target.index.tz_convert(None).to_period(schedule)
         last_of_period = np.r_[per[1:] != per[:-1], True]
         first = decided & ~np.vstack([np.zeros((1, ff.shape[1]), bool), decided[:-1]])  # enter on the first decision, then keep the calendar
         mask = (decided & last_of_period[:, None]) | first
-    else: raise InputValidationError("schedule", schedule, "one of 'on_change', 'every_bar', 'W', 'M', 'Q' or a drift threshold (float > 0)")
+    else: raise InputValidationError("schedule", schedule, "one of 'on_change', 'on_decision', 'every_bar', 'W', 'M', 'Q' or a drift threshold (float > 0)")
     return ff, (mask if per_column else mask.any(axis=1))
 #| export
 def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC index
