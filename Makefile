@@ -42,10 +42,10 @@ run: install snapshot
 services:
 	tools/services.sh
 
-nbtest: install
+nbtest: install snapshot  # some chapters read the pinned snapshot in data/
 	nbdev-test --n-workers 2
 
-pytest: install services
+pytest: install snapshot services
 	pytest -q
 
 test: nbtest pytest
