@@ -27,8 +27,7 @@ def srv():
 
 @pytest.fixture(autouse=True)
 def _clean(srv):
-    srv.requests.clear()
-    srv._faults.clear()
+    srv.reset()
 
 
 def settings(**kw):

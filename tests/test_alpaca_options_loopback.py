@@ -49,8 +49,7 @@ def srv():
 
 @pytest.fixture(autouse=True)
 def _clean(srv):
-    srv.requests.clear()
-    srv._faults.clear()
+    srv.reset()
 
 
 def api(srv, key=KEY, secret=SECRET):

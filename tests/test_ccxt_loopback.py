@@ -26,8 +26,7 @@ def srv():
 
 @pytest.fixture(autouse=True)
 def _clean(srv):
-    srv.requests.clear()
-    srv._faults.clear()
+    srv.reset()
 
 
 def source(srv, exchange, symbols, **kw):

@@ -66,6 +66,11 @@ class LoopbackServer:
         self._faults.append(Fault(path, status, body if body is not None else Fault.body, delay, times, headers))
         return self
 
+    def reset(self) -> None:
+        "Forget recorded requests and pending faults (between tests sharing one server)."
+        self.requests.clear()
+        self._faults.clear()
+
     def hits(self, path: str) -> list[dict]:
         "Query dicts of the requests whose path contains `path`."
         return [q for p, q, _ in self.requests if path in p]
