@@ -354,7 +354,7 @@ SUMMARY_KEYS = {
     "max_drawdown_duration_days": "calendar days peak → recovery (or sample end) of the longest drawdown",
     "hit_rate": "positive bars / non-zero bars", "profit_factor": "Σ positive returns / |Σ negative returns| (NaN if no loss)",
     "best_period_return": "best single bar, decimal", "worst_period_return": "worst single bar, decimal",
-    "annualized_turnover": "two-sided Σ|Δw| per bar × annualization (needs weights)",
+    "annualized_turnover": "two-sided Σ|Δw| per bar × annualization (from weights), or the engine's traded notional / equity when `turnover` is given",
     "time_in_market": "fraction of bars with non-zero gross exposure (needs weights)",
     "avg_gross_exposure": "mean Σ|w| (needs weights)", "avg_net_exposure": "mean Σw (needs weights)",
     "alpha": "annualised (compounded) CAPM alpha vs benchmark, decimal", "beta": "CAPM beta vs benchmark",
@@ -369,10 +369,11 @@ def performance_summary(returns: pd.Series | pd.DataFrame, # simple per-bar retu
                         benchmark: pd.Series | None = None, # simple per-bar benchmark returns
                         annualization: float = 252, # bars per year
                         risk_free_rate: float = 0.0, # annual decimal
+                        turnover: pd.Series | None = None, # traded notional / equity per bar (an engine's `turnover`); overrides the weights-based figure
                        ) -> pd.Series | pd.DataFrame:
     "Every metric of this module under the stable keys of `SUMMARY_KEYS`, as plain ints/floats (NaN = not defined)."
     if isinstance(returns, pd.DataFrame):
-        return pd.DataFrame({c: performance_summary(returns[c], weights, trades, benchmark, annualization, risk_free_rate) for c in returns.columns})
+        return pd.DataFrame({c: performance_summary(returns[c], weights, trades, benchmark, annualization, risk_free_rate, turnover) for c in returns.columns})
     r = _clean(returns)
     out = dict.fromkeys(SUMMARY_KEYS, _nan)
     out.update(n_bars=len(r), years=len(r) / annualization, total_return=total_return(r), cagr=cagr(r, annualization),
@@ -387,6 +388,8 @@ def performance_summary(returns: pd.Series | pd.DataFrame, # simple per-bar retu
     if weights is not None:
         out.update(annualized_turnover=annualized_turnover(weights, annualization), time_in_market=time_in_market(weights),
                    avg_gross_exposure=average_gross_exposure(weights), avg_net_exposure=average_net_exposure(weights))
+    # weights that drift with prices between trades show |Δw| that nobody traded: prefer the engine's traded turnover
+    if turnover is not None: out["annualized_turnover"] = float(turnover.reindex(r.index).fillna(0.0).mean() * annualization)
     if benchmark is not None:
         alpha, beta = alpha_beta(r, benchmark, risk_free_rate, annualization)
         both = _aligned(r, benchmark)

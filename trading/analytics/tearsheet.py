@@ -166,6 +166,7 @@ def tear_sheet(returns: pd.Series, # simple per-bar strategy returns, UTC Dateti
                benchmark: pd.Series | None = None, # simple per-bar benchmark returns
                trades: pd.DataFrame | None = None, # trades frame (TRADE_COLUMNS)
                weights: pd.DataFrame | None = None, # weights panel behind the returns
+               turnover: pd.Series | None = None, # traded notional / equity per bar, from the engine
                title: str = "Strategy tear sheet", # heading of the sheet
                name: str = "strategy", # label of the strategy
                benchmark_name: str = "benchmark", # label of the benchmark
@@ -178,7 +179,7 @@ def tear_sheet(returns: pd.Series, # simple per-bar strategy returns, UTC Dateti
                show: bool = True, # display everything (notebook/HTML report)
               ) -> TearSheet:
     "Summary, equity vs benchmark, drawdown, rolling Sharpe/volatility, monthly heatmap and trade list of a strategy."
-    summary = {name: performance_summary(returns, weights, trades, benchmark, annualization, risk_free_rate)}
+    summary = {name: performance_summary(returns, weights, trades, benchmark, annualization, risk_free_rate, turnover)}
     if benchmark is not None: summary[benchmark_name] = performance_summary(benchmark, annualization=annualization, risk_free_rate=risk_free_rate)
     monthly = monthly_returns_table(returns)
     sheet = TearSheet(

@@ -194,9 +194,10 @@ def _targets_and_mask(target: pd.DataFrame, schedule: Schedule, per_column: bool
     elif schedule == "every_bar" or isinstance(schedule, float): mask = decided
     elif schedule in ("W", "M", "Q"):
         per = target.index.tz_convert(None).to_period(schedule)
-        last_of_period = np.r_[per[1:] != per[:-1], True]
+        # the first bar of each period: knowable on that bar (the last bar of a period is only known once the next bar arrives)
+        first_of_period = np.r_[True, per[1:] != per[:-1]]
         first = decided & ~np.vstack([np.zeros((1, ff.shape[1]), bool), decided[:-1]])  # enter on the first decision, then keep the calendar
-        mask = (decided & last_of_period[:, None]) | first
+        mask = (decided & first_of_period[:, None]) | first
     else: raise InputValidationError("schedule", schedule, "one of 'on_change', 'on_decision', 'every_bar', 'W', 'M', 'Q' or a drift threshold (float > 0)")
     return ff, (mask if per_column else mask.any(axis=1))
 #| export
