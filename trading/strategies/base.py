@@ -100,7 +100,7 @@ def check_no_lookahead(strategy: Strategy, # the strategy under test
                        n_cuts: int = 6, # how many cut points to try
                        seed: int | np.random.Generator | None = 0, # where the cuts fall and how the future is scrambled
                       ) -> list[pd.Timestamp]:
-    "Raise `LookAheadError` if decisions at or before t depend on data after t (truncation and scrambling); returns the cuts tried."
+    "Raise `LookAheadError` if decisions at or before t depend on data after t (truncation and per-symbol scrambling); returns the cuts tried."
     rng = np.random.default_rng(seed)
     full = strategy.target_weights(data)
     if not (full.index.equals(data.index) and list(full.columns) == data.symbols):
@@ -112,8 +112,12 @@ def check_no_lookahead(strategy: Strategy, # the strategy under test
         t = data.index[i]
         past = full.loc[:t]
         truncated = strategy.target_weights(data.until(t))
-        scale = pd.Series(rng.lognormal(0, 0.2, n - i - 1), index=data.index[i + 1:])
-        scrambled_data = data.map_panels(lambda p: p.mul(pd.concat([pd.Series(1.0, index=data.index[: i + 1]), scale]), axis=0))
+        # an independent factor per future bar and column, so ranks and spreads across symbols change too
+        def scramble(p: pd.DataFrame) -> pd.DataFrame:
+            f = np.ones(p.shape)
+            f[i + 1:] = rng.lognormal(0, 0.2, (n - i - 1, p.shape[1]))
+            return p * f
+        scrambled_data = data.map_panels(scramble)
         scrambled = strategy.target_weights(scrambled_data).loc[:t]
         for label, other in (("truncating", truncated), ("scrambling", scrambled)):
             diff = ~np.isclose(past.to_numpy(float), other.loc[:t].to_numpy(float), rtol=1e-12, atol=1e-12, equal_nan=True)
