@@ -17,13 +17,18 @@ class Fault:
     delay: float = 0.0  # seconds to sleep before answering (a hang when longer than the client timeout)
     times: int = 1  # how many matching requests it answers
     headers: dict | None = None
+    after: bool = False  # route the request first (it takes effect), then answer with this fault
+    method: str | None = None  # only requests of this HTTP method (None: any)
 
 
 class LoopbackServer:
-    "Base class: subclasses implement `route(path, query, headers) -> (status, json-able body)`."
+    """Base class: subclasses implement `route(path, query, headers) -> (status, json-able body)` for GETs, or
+    `route_request(method, path, query, headers, body)` for every method (body: the raw request bytes).
+    A fault with `after=True` lets the request take effect and then answers with the fault (accept-then-time-out)."""
 
     def __init__(self):
         self.requests: list[tuple[str, dict, dict]] = []  # (path, query, headers) of every request, in order
+        self.log: list[tuple[str, str, dict, bytes]] = []  # (method, path, query, body) of every request, in order
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         outer = self
@@ -32,6 +37,15 @@ class LoopbackServer:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):
+                outer._handle(self)
+
+            def do_POST(self):
+                outer._handle(self)
+
+            def do_DELETE(self):
+                outer._handle(self)
+
+            def do_PATCH(self):
                 outer._handle(self)
 
             def log_message(self, *args):  # keep test output clean
@@ -59,16 +73,18 @@ class LoopbackServer:
     def __exit__(self, *exc):
         self.stop()
 
-    def fault(self, path: str, status: int = 500, body: bytes | str | None = None, delay: float = 0.0, times: int = 1, headers: dict | None = None):
-        "Answer the next `times` requests whose path contains `path` with this status/body (after `delay` seconds)."
+    def fault(self, path: str, status: int = 500, body: bytes | str | None = None, delay: float = 0.0, times: int = 1, headers: dict | None = None,
+              after: bool = False, method: str | None = None):
+        "Answer the next `times` requests whose path contains `path` (and method, if given) with this status/body (after `delay` seconds)."
         if isinstance(body, str):
             body = body.encode()
-        self._faults.append(Fault(path, status, body if body is not None else Fault.body, delay, times, headers))
+        self._faults.append(Fault(path, status, body if body is not None else Fault.body, delay, times, headers, after, method))
         return self
 
     def reset(self) -> None:
         "Forget recorded requests and pending faults (between tests sharing one server)."
         self.requests.clear()
+        self.log.clear()
         self._faults.clear()
 
     def hits(self, path: str) -> list[dict]:
@@ -77,6 +93,12 @@ class LoopbackServer:
 
     def route(self, path: str, query: dict, headers: dict):
         raise NotImplementedError
+
+    def route_request(self, method: str, path: str, query: dict, headers: dict, body: bytes):
+        "Every request; the default sends GETs to `route` and refuses other methods."
+        if method != "GET":
+            return 405, {"message": f"{method} not allowed"}
+        return self.route(path, query, headers)
 
     def _send(self, h, status: int, body: bytes, headers: dict | None = None):
         h.send_response(status)
@@ -94,17 +116,27 @@ class LoopbackServer:
         parts = urlsplit(h.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         headers = dict(h.headers)
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
         with self._lock:
             self.requests.append((parts.path, query, headers))
-            fault = next((f for f in self._faults if f.path in parts.path and f.times > 0), None)
+            self.log.append((h.command, parts.path, query, raw))
+            fault = next((f for f in self._faults if f.path in parts.path and f.times > 0 and f.method in (None, h.command)), None)
             if fault:
                 fault.times -= 1
-        if fault:
+        if fault and not fault.after:
             if fault.delay:
                 time.sleep(fault.delay)
             return self._send(h, fault.status, fault.body, fault.headers)
         try:
-            status, body = self.route(parts.path, query, headers)
+            status, body = self.route_request(h.command, parts.path, query, headers, raw)
         except KeyError as e:
             status, body = 404, {"message": f"not found: {e}"}
-        self._send(h, status, json.dumps(body).encode())
+        if fault:  # the request took effect; the answer is lost or delayed
+            if fault.delay:
+                time.sleep(fault.delay)
+            return self._send(h, fault.status, fault.body, fault.headers)
+        headers_out = None
+        if isinstance(body, tuple):  # (body, headers)
+            body, headers_out = body
+        self._send(h, status, json.dumps(body).encode(), headers_out)

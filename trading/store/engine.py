@@ -43,6 +43,7 @@ def is_sqlite(bind) -> bool:
 
 def make_engine(url: str | None = None, # database URL; None reads TRADING_DB_URL (default sqlite:///trading.db)
                 echo: bool = False, # log every SQL statement
+                durable: bool = False, # SQLite: synchronous=FULL, so a commit survives power loss (the order journal needs it)
                ) -> Engine:
     "An engine for `url`: SQLite in WAL mode with the pragmas above, or PostgreSQL through psycopg 3."
     url = normalize_url(url)
@@ -56,7 +57,7 @@ def make_engine(url: str | None = None, # database URL; None reads TRADING_DB_UR
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
         cur = dbapi_conn.cursor()
-        for k, v in SQLITE_PRAGMAS.items(): cur.execute(f"PRAGMA {k}={v}")
+        for k, v in {**SQLITE_PRAGMAS, **({"synchronous": "FULL"} if durable else {})}.items(): cur.execute(f"PRAGMA {k}={v}")
         cur.close()
 
     @event.listens_for(eng, "begin")
