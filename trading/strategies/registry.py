@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 from ..core.errors import InputValidationError
 from .base import Strategy
 
 # %% auto #0
-__all__ = ['strategy_classes', 'make_strategy']
+__all__ = ['strategy_classes', 'snake_name', 'make_strategy']
 
 # %% ../../nbs/strategies/99_registry.ipynb #aa66c465
 def strategy_classes() -> dict[str, type[Strategy]]:
@@ -28,10 +29,16 @@ def strategy_classes() -> dict[str, type[Strategy]]:
                 found[name] = obj
     return dict(sorted(found.items()))
 
-def make_strategy(name: str, # class name, e.g. "SMACrossover"
+def snake_name(cls_name: str) -> str:
+    "The command-line name of a strategy class: `SMACrossover` -> `sma_crossover`, `TimeSeriesMomentum` -> `time_series_momentum`."
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", cls_name).lower()
+
+def make_strategy(name: str, # class name ("SMACrossover") or its snake-case name ("sma_crossover")
                   params: dict | None = None, # its parameters
                  ) -> Strategy:
-    "Build a strategy from its class name and parameters (validated by its Params model)."
+    "Build a strategy from its name and parameters (validated by its Params model)."
     classes = strategy_classes()
-    if name not in classes: raise InputValidationError("strategy", name, f"known strategies are {sorted(classes)}")
-    return classes[name](**(params or {}))
+    by_snake = {snake_name(k): v for k, v in classes.items()}
+    cls = classes.get(name) or by_snake.get(name)
+    if cls is None: raise InputValidationError("strategy", name, f"known strategies are {sorted(by_snake)} (or their class names)")
+    return cls(**(params or {}))
