@@ -15,7 +15,7 @@ export TRADING_TEST_PG_URL ?= postgresql+psycopg://trading:trading@127.0.0.1:543
 WHEELS := $(wildcard /opt/wheels)
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS)) -c requirements.lock
 
-.PHONY: run install services snapshot test nbtest pytest bench readme lock clean
+.PHONY: run install services snapshot test nbtest pytest bench soak readme lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -55,6 +55,10 @@ bench: install snapshot services
 	$(PY) bench/backtest_speed.py
 	$(PY) bench/store_ingest.py
 	$(PY) bench/risk_speed.py
+
+# Crash harness: 1,000 SIGKILLs of a paper bot at named points of the order lifecycle (CI runs 50 in make test).
+soak: install
+	$(PY) tests/soak.py --kills 1000
 
 readme: install
 	$(PY) tools/readme.py
