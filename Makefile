@@ -55,6 +55,7 @@ bench: install snapshot services
 	$(PY) bench/backtest_speed.py
 	$(PY) bench/store_ingest.py
 	$(PY) bench/risk_speed.py
+	$(PY) bench/live_speed.py
 
 # Crash harness: 1,000 SIGKILLs of a paper bot at named points of the order lifecycle (CI runs 50 in make test).
 soak: install
