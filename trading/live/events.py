@@ -23,7 +23,7 @@ from ..core.orders import Fill, Order, OrderStatus, OrderType, Side, TimeInForce
 from ..store.engine import make_engine, read, write
 from ..store.records import append_event
 from ..store.schema import events, orders as orders_table
-from ..strategies.base import LookAheadError, MarketData, StrategyParams
+from ..strategies.base import LookAheadError, MarketData, Parametrized, StrategyParams
 from .broker import MarketRules
 from .manager import OrderManager, TradingState, client_order_id
 from .paper import PaperBroker, PaperVenue
@@ -240,21 +240,8 @@ class EventContext:
         return cid
 
 # %% ../../nbs/live/06_events.ipynb #ece7fd05
-class EventStrategy(ABC):
+class EventStrategy(Parametrized, ABC):
     "A path-dependent strategy: validated params + `on_start`, `on_bar` and `on_fill` hooks acting on an `EventContext`."
-    Params: ClassVar[type[StrategyParams]] = StrategyParams
-    warmup: int = 0  # bars of history needed before the first real decision
-
-    def __init__(self, **params):
-        self.params = self.Params(**params)
-
-    @property
-    def name(self) -> str:
-        args = ",".join(f"{k}={v}" for k, v in self.params.model_dump().items())
-        return f"{type(self).__name__}({args})"
-    def __repr__(self): return self.name
-    def __eq__(self, other): return type(self) is type(other) and self.params == other.params
-    def __hash__(self): return hash((type(self).__name__, self.params))
 
     def on_start(self, ctx: EventContext) -> None:
         "Called once per process before the first decision (read-only context)."

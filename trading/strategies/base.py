@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from ..core.errors import DataValidationError, InputValidationError, TradingError
 
 # %% auto #0
-__all__ = ['MarketData', 'StrategyParams', 'Strategy', 'LookAheadError', 'check_no_lookahead']
+__all__ = ['MarketData', 'StrategyParams', 'Parametrized', 'Strategy', 'LookAheadError', 'check_no_lookahead']
 
 # %% ../../nbs/strategies/00_base.ipynb #cb1be961
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ class StrategyParams(BaseModel):
     "Base of strategy parameters: frozen (hashable) and strict about unknown fields."
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-class Strategy(ABC):
-    "A strategy: validated params + `target_weights(data)`; row t uses data up to t only."
+class Parametrized:
+    "An object defined by its validated `Params` (strategies of every kind): equal and hashable by class and params."
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     warmup: int = 0  # bars of history needed before the first real decision
 
@@ -86,6 +86,9 @@ class Strategy(ABC):
     def __repr__(self): return self.name
     def __eq__(self, other): return type(self) is type(other) and self.params == other.params
     def __hash__(self): return hash((type(self).__name__, self.params))
+
+class Strategy(Parametrized, ABC):
+    "A strategy: validated params + `target_weights(data)`; row t uses data up to t only."
 
     @abstractmethod
     def target_weights(self, data: MarketData) -> pd.DataFrame:
