@@ -1,11 +1,12 @@
-"""The crash harness's CI subset: 50 SIGKILLs at the named lifecycle points, 0 lost / 0 duplicated orders / 0 mismatches.
+"""The crash harness's CI subset: 50 SIGKILLs at the named lifecycle points, 0 lost / 0 duplicated orders / 0 mismatches;
+and 20 more on the network variant, where the bot trades through AlpacaBroker over HTTP with a fake Alpaca API.
 
 `make soak` runs the same harness with 1,000 kills (tests/soak.py)."""
 import os
 
 import pytest
 
-from soak import soak
+from soak import soak, soak_alpaca
 from trading.live.broker import CRASH_POINTS
 
 
@@ -18,3 +19,14 @@ def test_fifty_kills_lose_and_double_nothing(tmp_path):
     # the kills landed all over the lifecycle, not only at the easy points
     assert set(t["by_point"]) >= set(CRASH_POINTS) - {"during_shutdown"}, t["by_point"]
     assert t["orders"] > 100
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the harness forks bots")
+def test_twenty_kills_over_http_lose_and_double_nothing(tmp_path):
+    "`trading-bot run --broker alpaca` killed at every lifecycle point, and by the venue in the middle of an order POST."
+    t = soak_alpaca(kills=int(os.environ.get("TRADING_SOAK_NET_KILLS", "20")), seed=5, bars=10, work=tmp_path)
+    assert t["failures"] == []
+    assert t["kills"] >= 20
+    assert (t["lost"], t["duplicates"], t["mismatches"]) == (0, 0, 0)
+    assert set(t["by_point"]) == set(CRASH_POINTS), t["by_point"]  # "during_post" here: the server kills the bot mid-POST
+    assert t["orders"] > 20

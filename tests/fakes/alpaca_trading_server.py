@@ -10,12 +10,18 @@ Stream: `TradingStream`'s protocol on `ws://127.0.0.1:{port}/stream` (authentica
 listen -> listening, then `{"stream": "trade_updates", "data": {event, execution_id, order, timestamp, price, qty,
 position_qty}}` as binary JSON frames), with fault switches `duplicate_next`, `hold_next` (reorder: the held event
 goes out after the next one), `drop_next` and `disconnect()`.
+
+Crash-harness switches (tests/soak.py --venue alpaca): `wall_clock=False` leaves the venue's clock to whoever calls
+`venue.on_bar` (a simulated clock), and `kill_after_post = [pid, n]` SIGKILLs process `pid` when the n-th order POST
+has taken effect at the venue, before the answer is written: a client killed truly during its POST.
 """
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import json
+import os
+import signal
 import threading
 import uuid
 from decimal import Decimal, InvalidOperation
@@ -48,10 +54,12 @@ def _err(status: int, code: int, message: str, **extra):
 class AlpacaTradingServer(LoopbackServer):
     def __init__(self, venue: PaperVenue | None = None, # the book behind the API; default: $100k cash, market orders fill on arrival
                  keys: tuple[str, str] | None = None, # (key id, secret) every request must carry; None accepts anything
+                 wall_clock: bool = True, # move the venue's clock to now on every request; False: the caller drives it (on_bar)
                 ):
         super().__init__()
         self.venue = venue or PaperVenue(cash=100_000, immediate=True)
-        self.keys = keys
+        self.keys, self.wall_clock = keys, wall_clock
+        self.kill_after_post: list | None = None  # [pid, n]: SIGKILL pid once the n-th order POST took effect (crash harness)
         self.assets: dict[str, dict] = {}  # symbol as traded ("AAPL", "BTC/USD", OCC option) -> Alpaca asset JSON
         self.ids: dict[str, str] = {}  # client_order_id -> Alpaca order id (uuid)
         self.cids: dict[str, str] = {}  # Alpaca order id -> client_order_id
@@ -94,6 +102,7 @@ class AlpacaTradingServer(LoopbackServer):
             self.venue.set_price(symbol, price)
 
     def _tick(self):
+        if not self.wall_clock: return
         self.venue.now = max(self.venue.now, dt.datetime.now(dt.timezone.utc))
 
     def _asset(self, symbol: str) -> dict | None:
@@ -210,6 +219,11 @@ class AlpacaTradingServer(LoopbackServer):
         except OrderRejectedError as e:
             del self.ids[cid], self.cids[oid], self.wire[cid]
             return _err(403, 40310000, str(e))
+        if self.kill_after_post and self.kill_after_post[0]:
+            self.kill_after_post[1] -= 1
+            if self.kill_after_post[1] <= 0:  # the order is in the book; the client dies before it hears so
+                pid, self.kill_after_post = self.kill_after_post[0], None
+                os.kill(pid, signal.SIGKILL)
         return 200, self.order_json(cid)
 
     def _orders(self, query):

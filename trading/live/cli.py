@@ -18,18 +18,19 @@ from sqlalchemy import select
 from ..backtest.events import Costs
 from ..core.errors import InputValidationError, TradingError
 from ..core.orders import Order, Side
-from ..core.settings import Settings, install_redaction
+from ..core.settings import MASK, Settings, install_redaction, mask_url_password
 from ..risk.limits import RiskLimits
 from ..store.engine import make_engine, read
 from ..store.schema import runs
 from ..strategies.base import MarketData
 from ..strategies.registry import make_strategy
 from .manager import OrderManager, TradingState, client_order_id
+from .broker import RequestBudget
 from .paper import PaperBroker, PaperVenue
-from .runner import BotRunner, run_simulated
+from .runner import BotRunner, run_simulated, run_wallclock
 
 # %% auto #0
-__all__ = ['DEFAULT_SYMBOLS', 'make_broker', 'status_text', 'flatten', 'main']
+__all__ = ['DEFAULT_SYMBOLS', 'make_broker', 'make_source', 'status_text', 'flatten', 'main', 'completed_bars']
 
 # %% ../../nbs/live/05_cli.ipynb #1ae61ee5
 DEFAULT_SYMBOLS = "AAPL,JPM,XOM"
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     def common(sp):
         sp.add_argument("--db", help="store URL (default: TRADING_DB_URL or sqlite:///trading.db)")
         sp.add_argument("--state-dir", default="artifacts/bots", help="where paper venues keep their books")
+        sp.add_argument("--trading-url", help="FOR TESTS / SELF-HOSTED GATEWAYS: the trading API's base URL instead of the venue's "
+                                              "(alpaca, ccxt); the URL decides where orders go")
     r = sub.add_parser("run", help="run a strategy as a bot")
     common(r)
     r.add_argument("--strategy", required=True, help="registered strategy, e.g. sma_crossover")
@@ -52,7 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cash", default="100000", help="paper: starting cash")
     r.add_argument("--fee-bps", type=float, default=10.0, help="paper: commission, basis points of notional")
     r.add_argument("--slippage-bps", type=float, default=5.0, help="paper: slippage, basis points of price")
-    r.add_argument("--live", action="store_true", help="trade real money (needs keys as well)")
+    r.add_argument("--live", action="store_true", help="trade real money (needs keys as well; Alpaca also TRADING_ALPACA_PAPER=false)")
+    r.add_argument("--interval", type=float, default=60.0, help="alpaca/ccxt: seconds between loops (fetch bars, sync, decide)")
+    r.add_argument("--iterations", type=int, default=None, help="alpaca/ccxt: stop after this many loops (default: until interrupted)")
+    r.add_argument("--lookback-days", type=float, default=400.0, help="alpaca/ccxt: calendar days of bars fetched each loop (warm-up included)")
+    r.add_argument("--timeframe", default="1D", help="alpaca/ccxt: bar length (1D, 1h, 15min, ...); only completed bars are traded on")
+    r.add_argument("--data-url", help="FOR TESTS / SELF-HOSTED GATEWAYS: the market-data API's base URL (ccxt: default --trading-url)")
+    r.add_argument("--request-timeout", type=float, default=10.0, help="alpaca/ccxt: seconds per HTTP request to the venue")
+    r.add_argument("--requests-per-minute", type=float, default=None, help="alpaca/ccxt: the bot's request budget (default: Alpaca 160, ccxt half the exchange's published rate)")
     r.add_argument("--max-gross", type=float, default=1.0, help="risk limit: gross exposure / equity (1 = no leverage)")
     r.add_argument("--max-weight", type=float, default=None, help="risk limit: largest |weight| of one symbol")
     r.add_argument("--max-drawdown", type=float, default=None, help="kill switch: only risk-reducing orders below this drawdown from peak")
@@ -69,22 +79,50 @@ def _parser() -> argparse.ArgumentParser:
 def make_broker(kind: str, # paper | alpaca | ccxt:<exchange>
                 name: str, # bot name (paper: names the venue's book file)
                 state_dir: Path, live: bool = False, cash: str = "100000", costs: Costs = Costs(),
-                settings: Settings | None = None):
-    "The broker a bot trades through."
+                settings: Settings | None = None,
+                symbols: list[str] | None = None, # ccxt: the pairs traded (one quote currency)
+                trading_url: str | None = None, # tests / self-hosted gateways: the trading API's base URL
+                timeout: float = 10.0, # alpaca/ccxt: seconds per HTTP request
+                requests_per_minute: float | None = None, # alpaca/ccxt: request budget; None: the broker's default
+               ):
+    "The broker a bot trades through (refuses real money unless every switch says so)."
     settings = settings or Settings()
+    budget = None if requests_per_minute is None else RequestBudget(requests_per_minute)
     if kind == "paper":
         if live: raise InputValidationError("--live", True, "the paper broker never trades real money")
+        if trading_url: raise InputValidationError("--trading-url", mask_url_password(trading_url), "the paper broker has no API to point at")
         state_dir.mkdir(parents=True, exist_ok=True)
         return PaperBroker(PaperVenue(cash=Decimal(cash), costs=costs, state_path=state_dir / f"{name}.venue.json"))
     if kind == "alpaca":
         from trading.live.alpaca import AlpacaBroker
         if live and settings.alpaca_paper: raise InputValidationError("--live", True, "set TRADING_ALPACA_PAPER=false as well to use Alpaca's live endpoint")
         if not live and not settings.alpaca_paper: raise InputValidationError("--live", False, "TRADING_ALPACA_PAPER=false points at real money: pass --live to mean it")
-        return AlpacaBroker(settings=settings)
+        return AlpacaBroker(settings=settings, url_override=trading_url, timeout=timeout, budget=budget)
     if kind.startswith("ccxt:"):
+        import ccxt
         from trading.live.ccxt import CcxtBroker
-        return CcxtBroker(kind.split(":", 1)[1], settings=settings, sandbox=not live)
+        exchange = kind.split(":", 1)[1]
+        if not symbols: raise InputValidationError("--symbols", symbols, "ccxt bots need the pairs they trade (BASE/QUOTE)")
+        try: return CcxtBroker(exchange, symbols, settings=settings, base_url=trading_url, sandbox=not live, timeout=timeout, budget=budget)
+        except ccxt.NotSupported: raise InputValidationError("--broker", kind, f"{exchange} has no sandbox to paper-trade on (pass --live for real money)") from None
     raise InputValidationError("--broker", kind, "paper, alpaca or ccxt:<exchange>")
+
+def make_source(kind: str, # alpaca | ccxt:<exchange>
+                symbols: list[str], # tickers (alpaca stocks), BASE/QUOTE pairs (alpaca crypto, ccxt)
+                settings: Settings | None = None,
+                data_url: str | None = None, # tests / self-hosted gateways: the market-data API's base URL
+                timeout: float = 30.0, # seconds per HTTP request
+               ):
+    "The bar source a wall-clock bot on `kind` reads (Alpaca's data API, the exchange's OHLCV)."
+    settings = settings or Settings()
+    if kind == "alpaca":
+        from trading.data.alpaca import AlpacaSource
+        crypto = all("/" in s for s in symbols)
+        return AlpacaSource(symbols, asset_class="crypto" if crypto else "stock", settings=settings, url_override=data_url, timeout=timeout)
+    if kind.startswith("ccxt:"):
+        from trading.data.exchanges import CcxtSource
+        return CcxtSource(kind.split(":", 1)[1], symbols, settings=settings, base_url=data_url, timeout=timeout)
+    raise InputValidationError("--broker", kind, "bars are fetched for alpaca or ccxt:<exchange> bots")
 
 def _manager(args, broker=None, params: dict | None = None) -> OrderManager:
     engine = make_engine(args.db, durable=True)
@@ -92,7 +130,10 @@ def _manager(args, broker=None, params: dict | None = None) -> OrderManager:
         with read(engine) as conn:
             row = conn.execute(select(runs.c.params).where(runs.c.run_id == args.name)).first() if _has_runs(engine) else None
         if row is None: raise InputValidationError("--name", args.name, "no such bot in this store (start it with `trading-bot run`)")
-        broker = make_broker(row.params["broker"], args.name, Path(args.state_dir), live=row.params.get("live", False))
+        url = getattr(args, "trading_url", None) or row.params.get("trading_url")
+        if url and MASK in url: raise InputValidationError("--trading-url", url, "the stored URL has a password: pass --trading-url again")
+        broker = make_broker(row.params["broker"], args.name, Path(args.state_dir), live=row.params.get("live", False),
+                             symbols=row.params.get("symbols"), trading_url=url)
     venue = getattr(broker, "venue", None)
     clock = (lambda: venue.now) if venue is not None else None
     return OrderManager(engine, broker, args.name, live=getattr(args, "live", False) or broker.is_live, clock=clock)
@@ -128,12 +169,13 @@ def _run(args) -> int:
     broker_kind = args.broker
     args.name = args.name or f"{args.strategy}-{broker_kind.replace(':', '-')}"
     costs = Costs(fee_rate=args.fee_bps / 1e4, slippage=args.slippage_bps / 1e4)
-    broker = make_broker(broker_kind, args.name, Path(args.state_dir), live=args.live, cash=args.cash, costs=costs)
-    om = _manager(args, broker)
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    broker = make_broker(broker_kind, args.name, Path(args.state_dir), live=args.live, cash=args.cash, costs=costs, symbols=symbols,
+                         trading_url=args.trading_url, timeout=args.request_timeout,
+                         requests_per_minute=args.requests_per_minute)
+    om = _manager(args, broker)
     params = {"strategy": args.strategy, "params": json.loads(args.params), "symbols": symbols, "live": args.live}
-    if broker_kind != "paper":
-        raise InputValidationError("--broker", broker_kind, "wall-clock runs are started from Python (trading.live.runner.run_wallclock) in this version")
+    if broker_kind != "paper": return _run_wallclock(args, strategy, broker, om, symbols, params)
     from trading.data.bundled import BundledSource
     bars = BundledSource(["sp20"]).bars(symbols, end=args.end)
     data = MarketData.from_bars(bars)
@@ -185,3 +227,48 @@ def main(argv: list[str] | None = None) -> int:
         why = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'params'}: {x['msg']}" for x in e.errors())
         print(f"trading-bot: error: invalid parameters: {why}", file=sys.stderr)
         return 2
+
+# %% ../../nbs/live/05_cli.ipynb #b9c2e917
+def completed_bars(bars: pd.DataFrame, # long bars (trading.data.bars schema)
+                   timeframe: str, # bar length, e.g. "1D"
+                   now: pd.Timestamp, # aware
+                  ) -> pd.DataFrame:
+    "Only the bars whose period has ended by `now` (a bar is labelled by its start)."
+    return bars[bars["ts_event"] + pd.Timedelta(timeframe) <= now]
+
+def _run_wallclock(args, strategy, broker, om: OrderManager, symbols: list[str], params: dict) -> int:
+    settings = Settings()
+    data_url = args.data_url or (args.trading_url if args.broker.startswith("ccxt:") else None)
+    source = make_source(args.broker, symbols, settings, data_url=data_url, timeout=max(args.request_timeout, 30.0))
+    need = max(int(getattr(strategy, "warmup", 0) or 0), 1)
+    lookback = pd.Timedelta(days=args.lookback_days)
+    if args.interval < 0: raise InputValidationError("--interval", args.interval, "seconds, 0 or more")
+    if args.iterations is not None and args.iterations < 1: raise InputValidationError("--iterations", args.iterations, "1 or more (or leave it out)")
+
+    def fetch() -> MarketData:
+        now = pd.Timestamp.now(tz="UTC")
+        bars = completed_bars(source.bars(symbols, start=now - lookback, end=now, timeframe=args.timeframe), args.timeframe, now)
+        data = MarketData.from_bars(bars) if len(bars) else None
+        have = 0 if data is None else len(data.index)
+        if have < need + 1:
+            raise InputValidationError("--lookback-days", args.lookback_days, f"{have} completed {args.timeframe} bars; {type(strategy).__name__} needs {need + 1}")
+        return data
+
+    if args.trading_url: params["trading_url"] = mask_url_password(args.trading_url)
+    rep = om.start(params, strategy=type(strategy).__name__)
+    loops = "until interrupted" if args.iterations is None else f"{args.iterations} loops"
+    print(f"bot {om.bot}: {type(strategy).__name__}({json.dumps(json.loads(args.params))}) on {broker.name} "
+          f"({'LIVE' if broker.is_live else 'paper'}), {len(symbols)} symbols, {args.timeframe} bars, every {args.interval:g} s, {loops}; "
+          f"reconciled ({'ok' if rep.explained else 'MISMATCH'})")
+    limits = RiskLimits(max_gross=args.max_gross, max_weight=args.max_weight, max_drawdown=args.max_drawdown)
+    try: n = run_wallclock(BotRunner(om, strategy, limits=limits), fetch, iterations=args.iterations, interval=args.interval)
+    except KeyboardInterrupt:
+        om.shutdown("interrupted"); print(f"\n{om.bot}: interrupted"); return 130
+    om.sync()  # the last loop's fills, so the journal is current when the bot stops
+    om.shutdown(f"{n} loops done")
+    print(status_text(om))
+    print("\nlast orders:\n" + _fmt(om.orders().tail(8)[["client_order_id", "symbol", "side", "qty", "filled_qty", "status"]]))
+    print(f"\nfills: {len(om.fills())}; venue cash {broker.cash():,.2f}")
+    broker.close()
+    return 0
+
