@@ -57,9 +57,11 @@ bench: install snapshot services
 	$(PY) bench/risk_speed.py
 	$(PY) bench/live_speed.py
 
-# Crash harness: 1,000 SIGKILLs of a paper bot at named points of the order lifecycle (CI runs 50 in make test).
+# Crash harness: 1,000 SIGKILLs of a paper bot at named points of the order lifecycle, then 200 of a bot trading
+# through alpaca-py against the loopback fake Alpaca (CI runs 50 + 20 of them in make test).
 soak: install
 	$(PY) tests/soak.py --kills 1000
+	$(PY) tests/soak.py --venue alpaca --kills 200
 
 readme: install
 	$(PY) tools/readme.py
