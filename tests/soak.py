@@ -124,6 +124,17 @@ def audit(work: Path, name: str, reference: PaperVenue, venue: PaperVenue | None
     return {"lost": sorted(set(lost)), "duplicates": duplicates, "mismatches": mismatches, "orders": len(at_venue)}
 
 
+def tally(totals: dict, a: dict, label: str, verbose: bool) -> None:
+    "Add one epoch's audit to the totals; print it when anything went wrong (or always, verbose)."
+    totals["lost"] += len(a["lost"])
+    totals["duplicates"] += a["duplicates"]
+    totals["mismatches"] += len(a["mismatches"])
+    totals["orders"] += a["orders"]
+    totals["epochs"] += 1
+    if verbose or a["lost"] or a["duplicates"] or a["mismatches"]:
+        print(f"{label}: kills so far {totals['kills']}, {a}", file=sys.stderr)
+
+
 def soak(kills: int, seed: int = 0, bars: int = 40, max_n: int = 6, work: Path | None = None, verbose: bool = False) -> dict:
     from trading.data.bundled import BundledSource
     BundledSource(["sp20"]).bars(SYMBOLS.split(","))  # load the bundled data once; forked bots inherit it
@@ -157,14 +168,7 @@ def soak(kills: int, seed: int = 0, bars: int = 40, max_n: int = 6, work: Path |
                 break
             if run_bot(bot_args(work, name, end, bars, "reconcile"), None) != 0:
                 totals["failures"].append(f"{name}: final reconciliation did not match")
-            a = audit(work, name, reference)
-            totals["lost"] += len(a["lost"])
-            totals["duplicates"] += a["duplicates"]
-            totals["mismatches"] += len(a["mismatches"])
-            totals["orders"] += a["orders"]
-            totals["epochs"] += 1
-            if verbose or a["lost"] or a["duplicates"] or a["mismatches"]:
-                print(f"epoch {epoch} ({end}): kills so far {totals['kills']}, {a}", file=sys.stderr)
+            tally(totals, audit(work, name, reference), f"epoch {epoch} ({end})", verbose)
             epoch += 1
     finally:
         if own:
@@ -306,13 +310,7 @@ def soak_alpaca(kills: int, seed: int = 0, bars: int = 10, warm: int = 8, max_n:
             finally:
                 v.stop()
                 ref.stop()
-            totals["lost"] += len(a["lost"])
-            totals["duplicates"] += a["duplicates"]
-            totals["mismatches"] += len(a["mismatches"])
-            totals["orders"] += a["orders"]
-            totals["epochs"] += 1
-            if verbose or a["lost"] or a["duplicates"] or a["mismatches"]:
-                print(f"epoch {epoch}: kills so far {totals['kills']}, {a}", file=sys.stderr)
+            tally(totals, a, f"epoch {epoch}", verbose)
             epoch += 1
     finally:
         if own:
