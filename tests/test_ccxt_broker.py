@@ -6,6 +6,7 @@ import socket
 from decimal import Decimal
 from urllib.parse import parse_qs
 
+import pandas as pd
 import pytest
 
 from fakes.binance_trading_server import BinanceTradingServer
@@ -15,6 +16,8 @@ from trading.core.settings import MASK, Settings, install_redaction
 from trading.data.exchanges import _rewrite_hosts
 from trading.live.broker import DuplicateClientOrderIdError, SubmitUncertainError, VenueUnavailableError
 from trading.live.ccxt import CcxtBroker
+from trading.live.manager import OrderManager, TradingState, client_order_id
+from trading.store.engine import make_engine
 
 PRICES = {"BTC/USDT": 40_000.0, "ETH/USDT": 2_000.0}
 KEY, SECRET = "binkey-1234567", "binsecret-7654321"
@@ -298,3 +301,45 @@ def test_malformed_or_failing_reads_are_typed(srv):
     with pytest.raises(BrokerError, match="no USDT entry"):
         b.cash()  # not "zero cash"
     assert b.cash() == Decimal(10_000)  # and the next answer is fine
+
+
+@pytest.mark.parametrize("commission", ["received", "BNB"])
+def test_a_bot_books_fees_where_the_venue_charged_them(tmp_path, commission):
+    """Binance takes a buy's commission out of the coins bought (or out of BNB): the journal must agree with the
+    balances to the last unit, so reconciliation is explained and the bot keeps trading."""
+    srv = BinanceTradingServer({**PRICES, "BNB/USDT": 400.0}, cash="10000", commission=commission, assets={"BNB": "1"}).start()
+    try:
+        b = broker(srv)
+        om = OrderManager(make_engine(f"sqlite:///{tmp_path}/journal.db", durable=True), b, "feebot", sleep=lambda s: None)
+        assert om.start().explained
+        t0 = pd.Timestamp.now(tz="UTC").floor("s")
+        cid = lambda t, i: client_order_id("feebot", t, i)
+        om.place(t0, [order("0.01", client_order_id=cid(t0, 0)), order("0.5", symbol="ETH/USDT", client_order_id=cid(t0, 1))])
+        om.sync()
+        venue_assets = {a["asset"]: Decimal(a["free"]) + Decimal(a["locked"]) for a in srv._account()[1]["balances"]}
+        if commission == "received":  # 0.1% of what was bought is missing from the balances, and no USDT was charged for it
+            assert (venue_assets["BTC"], venue_assets["ETH"], venue_assets["USDT"]) == (Decimal("0.00999"), Decimal("0.4995"), Decimal(8600))
+            assert venue_assets["BNB"] == 1
+        else:  # 0.4 + 1 USDT of fees paid with BNB at 400
+            assert (venue_assets["BTC"], venue_assets["ETH"], venue_assets["USDT"]) == (Decimal("0.01"), Decimal("0.5"), Decimal(8600))
+            assert venue_assets["BNB"] == Decimal(1) - Decimal("0.001") - Decimal("0.0025")
+        assert om.positions() == b.positions() == {"BTC/USDT": venue_assets["BTC"], "ETH/USDT": venue_assets["ETH"]}
+        assert om.cash() == b.cash() == Decimal(8600)
+        t1 = t0 + pd.Timedelta(seconds=1)
+        om.place(t1, [order("0.004", side="sell", client_order_id=cid(t1, 0)),
+                      order(str(om.positions()["ETH/USDT"]), side="sell", symbol="ETH/USDT", client_order_id=cid(t1, 1))])
+        rep = om.reconcile()
+        assert rep.explained and rep.position_diffs == {} and om.state is TradingState.ACTIVE
+        assert om.positions() == b.positions() and om.cash() == b.cash()  # exactly: positions to the satoshi, cash to the cent and below
+        fills = om.fills()
+        if commission == "received":
+            assert list(zip(fills["side"], fills["fee_asset"])) == [("buy", "BTC"), ("buy", "ETH"), ("sell", "USDT"), ("sell", "USDT")]
+            assert om.positions() == {"BTC/USDT": Decimal("0.00599")}
+            assert om.cash() == Decimal(8600) + Decimal(160) - Decimal("0.16") + Decimal("0.4995") * 2000 * Decimal("0.999")
+        else:
+            assert set(fills["fee_asset"]) == {"BNB"} and om.positions() == {"BTC/USDT": Decimal("0.006")}
+            assert om.cash() == Decimal(8600) + Decimal(160) + Decimal(1000)  # no USDT went on fees
+        assert sum(fills["fee"]) > 0  # still reported, valued in USDT
+        om.engine.dispose()
+    finally:
+        srv.stop()

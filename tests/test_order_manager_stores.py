@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from test_store import kind, new_db  # noqa: F401 - fixtures: both engines, scratch databases
+from trading.backtest.events import Costs
 from trading.core.errors import InputValidationError
 from trading.core.orders import Order
 from trading.data.bundled import BundledSource
@@ -82,6 +83,42 @@ def test_concurrent_first_application(kind, new_db):  # noqa: F811
     assert set(om.orders()["status"]) == {"filled"}
     for m in managers:
         m.engine.dispose()
+
+
+def test_fees_paid_in_other_assets_on_both_engines(kind, new_db):  # noqa: F811
+    """Fees in the base asset shrink positions, fees in BNB touch neither position nor cash, quote fees cost cash: the
+    journal (SQLite folds rows in Python, PostgreSQL sums NUMERICs per symbol and fee asset) matches the venue exactly."""
+    url = new_db(kind)
+    venue = PaperVenue(cash=100_000, costs=Costs(fee_rate=0.001), immediate=True)
+    for s, p in (("BTC/USDT", 40_000.0), ("ETH/USDT", 2_000.0), ("SOL/USDT", 100.0)):
+        venue.set_price(s, p)
+    venue.balances["BNB"] = Decimal(10)
+    paid_in = {"BTC/USDT": "base", "ETH/USDT": "BNB", "SOL/USDT": "quote"}
+
+    def charge(o, qty, price, fee):
+        how = paid_in[o.symbol]
+        if how == "base":
+            return (o.symbol.split("/")[0], qty * Decimal("0.001")) if o.side == "buy" else ("USDT", fee)
+        return ("BNB", (fee / 400).quantize(Decimal("1e-8"))) if how == "BNB" else ("USDT", fee)
+    venue.fee_charge = charge
+    om = OrderManager(make_engine(url, durable=True), PaperBroker(venue), "fees", clock=lambda: venue.now)
+    om.start()
+    cid = lambda t, i: client_order_id("fees", t, i)
+    om.place(T[0], [Order(symbol=s, side="buy", qty=Decimal(q), client_order_id=cid(T[0], i), ts_created=T[0])
+                    for i, (s, q) in enumerate((("BTC/USDT", "0.01"), ("ETH/USDT", "0.5"), ("SOL/USDT", "3")))])
+    om.sync()
+    assert om.positions() == venue.positions() == {"BTC/USDT": Decimal("0.00999"), "ETH/USDT": Decimal("0.5"), "SOL/USDT": Decimal(3)}
+    assert om.cash() == venue.cash
+    om.place(T[1], [Order(symbol="BTC/USDT", side="sell", qty=Decimal("0.00499"), client_order_id=cid(T[1], 0), ts_created=T[1]),
+                    Order(symbol="ETH/USDT", side="sell", qty=Decimal("0.2"), client_order_id=cid(T[1], 1), ts_created=T[1])])
+    rep = om.reconcile()
+    assert rep.explained and rep.cash_diff == 0
+    assert om.positions() == venue.positions() and om.cash() == venue.cash and venue.balances["BNB"] < 10
+    om.engine.dispose()
+    again = OrderManager(make_engine(url, durable=True), PaperBroker(venue), "fees", clock=lambda: venue.now)  # a fresh fold of the journal
+    assert again.positions() == venue.positions() and again.cash() == venue.cash
+    assert set(again.fills()["fee_asset"]) == {"BTC", "USDT", "BNB"}
+    again.engine.dispose()
 
 
 def test_live_refuses_a_journal_that_can_lose_commits(kind, new_db):  # noqa: F811

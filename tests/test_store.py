@@ -25,7 +25,7 @@ from trading.store.engine import StoreIntegrityError, describe, make_engine, rea
 from trading.store.migrate import current_revision, downgrade, revisions, schema_diff, upgrade
 from trading.store.records import (append_event, load_fills, load_positions, record_equity, record_fill, record_order,
                                    save_position, start_run, update_order)
-from trading.store.schema import metadata, news, sentiment
+from trading.store.schema import fills, metadata, news, sentiment
 
 PG_URL = os.environ.get("TRADING_TEST_PG_URL")
 SKIP_PG = os.environ.get("TRADING_TEST_SKIP_PG") == "1"
@@ -105,7 +105,7 @@ def test_engine_is_what_it_says(db, kind):
 def test_migrations_from_empty_and_from_previous_revision(kind, new_db):
     eng = make_engine(new_db(kind))
     assert current_revision(eng) is None
-    assert upgrade(eng) == revisions()[-1] == "0002"
+    assert upgrade(eng) == revisions()[-1] == "0003"
     assert schema_diff(eng) == []  # migrations and schema.metadata describe the same database
     assert set(metadata.tables) <= set(inspect(eng).get_table_names())
 
@@ -115,8 +115,20 @@ def test_migrations_from_empty_and_from_previous_revision(kind, new_db):
     with write(prev) as c:
         run_id = start_run(c, "backtest", "pre-upgrade", dict(x=1), code="test")
         record_order(c, Order(symbol="AAA", side="buy", qty=D("0.3"), ts_created=T0, client_order_id="keep-me"), run_id)
-    assert upgrade(prev) == "0002"
+    assert upgrade(prev, "0002") == "0002"
+    with write(prev) as c:  # a fill journalled before 0003 (its table has no fee asset yet)
+        record_fill(c, Fill(client_order_id="keep-me", symbol="AAA", side="buy", qty=D("0.3"), price=D("10.01"), fee=D("0.003"), ts_event=T0), "F-old")
+    assert "fee_asset" not in {col["name"] for col in inspect(prev).get_columns("fills")}
+    assert upgrade(prev) == "0003"  # from the previous revision
     assert schema_diff(prev) == []
+    with write(prev) as c:
+        c.execute(fills.insert().values(fill_id="F-new", order_id=1, symbol="AAA", side="buy", qty=D("0.1"), price=D("10.01"), fee=D("0.001001"),
+                                        multiplier=D(1), ts_event=T0, fee_asset="AAA", fee_qty=D("0.0001")))
+    with read(prev) as c:
+        rows = c.execute(fills.select().order_by(fills.c.id)).all()
+        assert [(r.fill_id, r.fee, r.fee_asset, r.fee_qty) for r in rows] == [("F-old", D("0.003"), None, None), ("F-new", D("0.001001"), "AAA", D("0.0001"))]
+    assert downgrade(prev, "0002") == "0002"
+    assert not {"fee_asset", "fee_qty"} & {col["name"] for col in inspect(prev).get_columns("fills")} and _count(prev, "fills") == 2
     with read(prev) as c:
         assert c.execute(text("SELECT qty FROM orders WHERE client_order_id = 'keep-me'")).scalar() in ("0.3", D("0.3"))
     with write(prev) as c:
@@ -127,7 +139,7 @@ def test_migrations_from_empty_and_from_previous_revision(kind, new_db):
             c.execute(sentiment.insert().values(news_id=nid, model="other", score=1.5, ts_scored=T0))
     assert e.value.rule == "check_violation"
     assert downgrade(prev, "0001") == "0001" and "news" not in inspect(prev).get_table_names()
-    assert _count(prev, "orders") == 1
+    assert _count(prev, "orders") == 1 and _count(prev, "fills") == 2
     for e_ in (eng, prev):
         e_.dispose()
 
@@ -207,6 +219,7 @@ def _populate(eng, snapshot):
         update_order(c, o.client_order_id, "filled", T0, filled_qty=D("2.50"), broker_order_id="B1")
         f = Fill(client_order_id=o.client_order_id, symbol="VIX", side="sell", qty=D("2.50"), price=D("19.95"), ts_event=T0)
         record_fill(c, f, "X1")
+        c.execute(fills.update().where(fills.c.fill_id == "X1").values(fee_asset="BNB", fee_qty=D("0.00012345")))  # paid in BNB
         save_position(c, run_id, Position(symbol="VIX").apply(f), T0)
         record_equity(c, run_id, T0, D("1000.123456789012345678"), D("1049.875"))
         append_event(c, "note", "test", dict(unicode="é€", nested=dict(x=[1, 2])), run_id=run_id)
@@ -217,7 +230,7 @@ def _populate(eng, snapshot):
 def test_backup_restore_round_trip_every_table(db, kind, new_db, small_snapshot, tmp_path):
     _populate(db, small_snapshot)
     before = table_rows(db)
-    assert all(len(before[t]) > 0 for t in metadata.tables) and before["alembic_version"] == [("0002",)]
+    assert all(len(before[t]) > 0 for t in metadata.tables) and before["alembic_version"] == [("0003",)]
     url = db.url.render_as_string(hide_password=False)
     archive = tmp_path / "backup.dump"
     run(*TRADING_DB, "--url", url, "backup", archive)

@@ -12,6 +12,12 @@ NOTIONAL), -2010 duplicate client id / insufficient balance, -2013 unknown order
 -1121 invalid symbol, -2014/-2015 missing API key. With `limit=(n, window_s)` the server itself answers 429 (code -1003,
 `Retry-After`) past `n` requests a window and 418 (an IP ban) to a client that keeps going after `ban_after` 429s.
 Every request is in `srv.log`; the book is `srv.venue` (a `PaperVenue`; `set_price`, `partial_fraction`, `on_bar`).
+
+Commission (`commission=`): "quote" (the default) charges every fee in the quote asset; "received" charges it in the
+asset received, as Binance does by default (a buy's fee comes out of the base asset bought, a sell's out of the quote);
+an asset name such as "BNB" pays fees in that asset (BNB burn) at the `BNB/<quote>` price, falling back to "received"
+when its balance is short. Balances (`/api/v3/account`), `myTrades` and the order answer's `fills[]` show where each
+fee was paid (`commission`, `commissionAsset`). `assets={"BNB": "1"}` funds assets that are not a traded base.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import datetime as dt
 import math
 import threading
 import time
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 from urllib.parse import parse_qs
 
 from trading.backtest.events import Costs
@@ -55,7 +61,9 @@ class BinanceTradingServer(ExchangeServer):
                  quote: str = "USDT", # the one quote asset of the account
                  holdings: dict[str, str] | None = None, # unified symbol -> starting base-asset quantity
                  step: str = "0.00001", min_qty: str = "0.00001", min_notional: str = "5", tick: str = "0.01",
-                 fee_rate: float = 0.001, # taker commission, charged in the quote asset
+                 fee_rate: float = 0.001, # taker commission rate
+                 commission: str = "quote", # where fees are paid: "quote", "received" (Binance's default) or an asset ("BNB")
+                 assets: dict[str, str] | None = None, # starting balances of assets that are not a traded base (BNB)
                  limit: tuple[int, float] | None = None, # (requests, window seconds) before 429s; None: unlimited
                  ban_after: int = 3, # 429s ignored before a 418 ban
                  ban_seconds: int = 120):
@@ -68,6 +76,11 @@ class BinanceTradingServer(ExchangeServer):
             self.venue.set_price(s, p)
         for s, q in (holdings or {}).items():
             self.venue.held[s] = Decimal(q)
+        self.commission = commission
+        for a, q in (assets or {}).items():
+            self.venue.balances[a] = Decimal(q)
+        if commission != "quote":
+            self.venue.fee_charge = self._commission
         self.venue.listeners.append(self._number)
         self.limit, self.ban_after, self.ban_seconds = limit, ban_after, ban_seconds
         self._hits: list[float] = []
@@ -81,6 +94,19 @@ class BinanceTradingServer(ExchangeServer):
         "Give every new order Binance's kind of id: an integer, increasing."
         if order.venue_order_id not in self._ids:
             self._ids[order.venue_order_id] = len(self._ids) + 1
+
+    def _commission(self, order, qty, price, fee):
+        "(asset, amount) a fill's fee is paid in (the venue's `fee_charge`); None: the quote asset."
+        q8 = Decimal("0.00000001")
+        if self.commission != "received":  # BNB burn: in the asset, at its price, while its balance lasts
+            px = self.venue.last.get(f"{self.commission}/{self.quote}")
+            if px:
+                amount = (fee / Decimal(repr(px))).quantize(q8, ROUND_UP)
+                if self.venue.balances.get(self.commission, Decimal(0)) >= amount:
+                    return self.commission, amount
+        if order.side is Side.BUY:  # the fee comes out of what was bought
+            return _split(order.symbol)[0], (qty * Decimal(repr(self.venue.costs.fee_rate))).quantize(q8, ROUND_UP)
+        return None
 
     def _binance_spot_info(self):
         info = super()._binance_spot_info()
@@ -109,8 +135,8 @@ class BinanceTradingServer(ExchangeServer):
 
     def _trade_json(self, trade_id: int, f) -> dict:
         return {"symbol": self._binance_symbol(f.symbol), "id": trade_id, "orderId": self._ids[f.venue_order_id], "orderListId": -1,
-                "price": _s(f.price), "qty": _s(f.qty), "quoteQty": _s(f.qty * f.price), "commission": _s(f.fee),
-                "commissionAsset": self.quote, "time": _ms(f.ts_event), "isBuyer": f.side is Side.BUY, "isMaker": False, "isBestMatch": True}
+                "price": _s(f.price), "qty": _s(f.qty), "quoteQty": _s(f.qty * f.price),
+                "commission": _s(f.fee_qty if f.fee_asset else f.fee), "commissionAsset": f.fee_asset or self.quote, "time": _ms(f.ts_event), "isBuyer": f.side is Side.BUY, "isMaker": False, "isBestMatch": True}
 
     def _locked(self) -> dict[str, Decimal]:
         "Asset -> quantity reserved by working orders (buys lock quote at the limit or last price, sells lock base)."
@@ -127,6 +153,7 @@ class BinanceTradingServer(ExchangeServer):
 
     def _free(self, asset: str) -> Decimal:
         total = self.venue.cash if asset == self.quote else sum((q for s, q in self.venue.held.items() if _split(s)[0] == asset), Decimal(0))
+        total += self.venue.balances.get(asset, Decimal(0)) if asset != self.quote else Decimal(0)
         return total - self._locked().get(asset, Decimal(0))
 
     def _find(self, q: dict):
@@ -190,7 +217,8 @@ class BinanceTradingServer(ExchangeServer):
         cid = p.get("newClientOrderId") or f"fake{len(self.venue.orders) + 1}"
         if self.venue.order(cid) is not None:
             return err(-2010, "Duplicate order sent.")
-        need, asset = (qty * ref * (1 + Decimal(repr(self.venue.costs.fee_rate))), self.quote) if side == "BUY" else (qty, _split(sym)[0])
+        fee_in_quote = Decimal(repr(self.venue.costs.fee_rate)) if self.commission == "quote" else Decimal(0)
+        need, asset = (qty * ref * (1 + fee_in_quote), self.quote) if side == "BUY" else (qty, _split(sym)[0])
         if need > self._free(asset):
             return err(-2010, "Account has insufficient balance for requested action.")
         order = Order(symbol=sym, side=Side(side.lower()), qty=qty, order_type=OrderType(kind.lower()), limit_price=price,
@@ -205,7 +233,8 @@ class BinanceTradingServer(ExchangeServer):
         body = self._order_json(o)
         body["transactTime"] = body.pop("updateTime")
         if p.get("newOrderRespType", "FULL") == "FULL":
-            body["fills"] = [{"price": _s(f.price), "qty": _s(f.qty), "commission": _s(f.fee), "commissionAsset": self.quote, "tradeId": i}
+            body["fills"] = [{"price": _s(f.price), "qty": _s(f.qty), "commission": _s(f.fee_qty if f.fee_asset else f.fee),
+                              "commissionAsset": f.fee_asset or self.quote, "tradeId": i}
                              for i, f in self._fills_of(o)]
         return 200, body
 
@@ -241,7 +270,7 @@ class BinanceTradingServer(ExchangeServer):
         return 200, [self._trade_json(i, f) for i, f in rows[: min(int(q.get("limit", 500)), 1000)]]
 
     def _account(self):
-        assets = {self.quote} | {_split(s)[0] for s in self.rules}
+        assets = {self.quote} | {_split(s)[0] for s in self.rules} | set(self.venue.balances)
         locked = self._locked()
         balances = [{"asset": a, "free": _s(self._free(a)), "locked": _s(locked.get(a, 0))} for a in sorted(assets)]
         return 200, {"makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0, "canTrade": True,

@@ -11,13 +11,13 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from ..core.errors import BrokerError, InputValidationError, OrderRejectedError
 from ..core.orders import Fill, Order, OrderStatus, Side
 
 # %% auto #0
 __all__ = ['CRASH_POINTS', 'VenueUnavailableError', 'SubmitUncertainError', 'DuplicateClientOrderIdError', 'VenueOrder',
-           'VenueFill', 'map_status', 'MarketRules', 'Broker', 'RequestBudget', 'crash_point']
+           'VenueFill', 'fee_charged_to', 'map_status', 'MarketRules', 'Broker', 'RequestBudget', 'crash_point']
 
 # %% ../../nbs/live/00_broker.ipynb #66995752
 class VenueUnavailableError(BrokerError):
@@ -73,18 +73,37 @@ class VenueFill(BaseModel):
     side: Side
     qty: Decimal = Field(gt=0)
     price: Decimal = Field(gt=0)
-    fee: Decimal = Field(default=Decimal(0), ge=0)
+    fee: Decimal = Field(default=Decimal(0), ge=0)  # the fee valued in account currency (costs, reports)
     multiplier: Decimal = Decimal(1)
     ts_event: dt.datetime
+    fee_asset: str | None = Field(default=None, min_length=1, max_length=16)  # the asset the fee was paid in; None: account currency
+    fee_qty: Decimal | None = Field(default=None, ge=0)  # the fee in `fee_asset` units
 
     @field_validator("ts_event")
     @classmethod
     def _utc(cls, v): return _aware(v)
 
+    @model_validator(mode="after")
+    def _fee_pair(self):
+        if (self.fee_asset is None) != (self.fee_qty is None):
+            raise ValueError("fee_asset and fee_qty come together (both None: the fee was paid in account currency)")
+        return self
+
     def to_fill(self, client_order_id: str | None = None) -> Fill:
         "The core `Fill` of this execution."
         return Fill(client_order_id=client_order_id or self.client_order_id, symbol=self.symbol, side=self.side, qty=self.qty,
                     price=self.price, fee=self.fee, ts_event=self.ts_event, multiplier=self.multiplier)
+
+# %% ../../nbs/live/00_broker.ipynb #6f207c3b
+def fee_charged_to(symbol: str, # the fill's symbol ("BTC/USDT", "AAPL")
+                   fee_asset: str | None, # the asset the fee was paid in; None: account currency
+                  ) -> str:
+    "Where a fill's fee comes out: `cash` (account/quote currency), `position` (the pair's base asset) or `elsewhere` (a third asset)."
+    if fee_asset is None or "/" not in symbol: return "cash"
+    base, quote = symbol.split("/", 1)
+    if fee_asset == base: return "position"
+    if fee_asset == quote.split(":")[0]: return "cash"  # "BTC/USDT:USDT" (ccxt's settle suffix) settles in USDT
+    return "elsewhere"
 
 # %% ../../nbs/live/00_broker.ipynb #e901800e
 _ALPACA_WORKING = {"pending_new", "accepted", "new", "accepted_for_bidding", "held", "calculated", "pending_replace",

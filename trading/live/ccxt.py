@@ -127,13 +127,20 @@ def venue_fill(t: dict, # a ccxt unified trade
                quote: str, # the account currency
                price_of=None, # currency -> price in `quote` (fees in a third asset)
               ) -> VenueFill:
-    "A ccxt trade as a `VenueFill` (fees summed in the quote currency)."
+    "A ccxt trade as a `VenueFill` (fee valued in the quote currency; `fee_asset`/`fee_qty` as the venue charged it)."
     try:
         price, base = _dec(t["price"]), t["symbol"].split("/")[0]
-        fees = t.get("fees") or ([t["fee"]] if t.get("fee") else [])
-        fee = sum((fee_in_quote(f.get("cost"), f.get("currency"), base, quote, price, price_of) for f in fees if f), Decimal(0))
+        fees = [f for f in (t.get("fees") or ([t["fee"]] if t.get("fee") else [])) if f]
+        fee = sum((fee_in_quote(f.get("cost"), f.get("currency"), base, quote, price, price_of) for f in fees), Decimal(0))
+        paid: dict[str, Decimal] = {}  # asset -> amount charged in it
+        for f in fees:
+            cost = _dec(f.get("cost")) or Decimal(0)
+            if cost: paid[f.get("currency")] = paid.get(f.get("currency"), Decimal(0)) + cost
+        if len(paid) > 1: raise BrokerError(f"trade {t.get('id')}: fees paid in several assets {sorted(map(str, paid))}; one fill pays in one")
+        fee_asset, fee_qty = next(iter(paid.items()), (None, None))
         return VenueFill(fill_id=str(t["id"]), venue_order_id=str(t["order"]), client_order_id=client_order_id, symbol=t["symbol"],
-                         side=Side(t["side"]), qty=_dec(t["amount"]), price=price, fee=fee, ts_event=_utc_ms(t["timestamp"]))
+                         side=Side(t["side"]), qty=_dec(t["amount"]), price=price, fee=fee, ts_event=_utc_ms(t["timestamp"]),
+                         fee_asset=fee_asset, fee_qty=fee_qty)
     except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as e:
         raise BrokerError(f"trade {t.get('id')}: malformed trade from the venue: {type(e).__name__}: {str(e)[:200]}") from None
 

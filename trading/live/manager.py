@@ -27,7 +27,7 @@ from ..store.migrate import upgrade
 from ..store.records import append_event, record_order, start_run
 from ..store.schema import events, fills, order_status_history, orders, runs
 from .broker import (Broker, DuplicateClientOrderIdError, SubmitUncertainError, VenueFill, VenueOrder,
-                                 VenueUnavailableError, crash_point)
+                                 VenueUnavailableError, crash_point, fee_charged_to)
 
 # %% auto #0
 __all__ = ['log', 'TradingState', 'ReconcileMismatchError', 'client_order_id', 'next_status', 'journal_durability',
@@ -163,32 +163,39 @@ class OrderManager:
         return Decimal(p["cash"]), {s: Decimal(q) for s, q in p["positions"].items()}
 
     def _ledger(self) -> tuple[Decimal, dict[str, Decimal]]:
-        "(cash, positions) folded from the baseline and the fill journal."
+        "(cash, positions) folded from the baseline and the fill journal (fees taken from where they were paid)."
         if self._folded is None:
             cash, pos = self.baseline()
             self._folded = (0, cash, pos)
         last, cash, pos = self._folded
         pos = dict(pos)
+        def book(symbol, fee_asset, signed_qty, cash_flow, fee, fee_qty):
+            "Add one fill (or one group's sums) to (cash, pos): a fee paid in the base asset shrinks the position, in a third asset neither."
+            nonlocal cash
+            paid_from = fee_charged_to(symbol, fee_asset)
+            pos[symbol] = pos.get(symbol, Decimal(0)) + signed_qty - ((fee_qty or Decimal(0)) if paid_from == "position" else Decimal(0))
+            cash += cash_flow - (fee if paid_from == "cash" else Decimal(0))
         with read(self.engine) as conn:
             if is_sqlite(conn):
                 # fills are append-only and SQLite commits writers one at a time in id order, so only new rows need reading
-                q = (select(fills.c.id, fills.c.symbol, fills.c.side, fills.c.qty, fills.c.price, fills.c.fee, fills.c.multiplier)
+                q = (select(fills.c.id, fills.c.symbol, fills.c.side, fills.c.qty, fills.c.price, fills.c.fee, fills.c.multiplier,
+                            fills.c.fee_asset, fills.c.fee_qty)
                      .join(orders, orders.c.id == fills.c.order_id).where(orders.c.run_id == self.bot, fills.c.id > last).order_by(fills.c.id))
                 for r in conn.execute(q):
                     sign = 1 if r.side == "buy" else -1
-                    pos[r.symbol] = pos.get(r.symbol, Decimal(0)) + sign * r.qty
-                    cash += -sign * r.qty * r.price * r.multiplier - r.fee
+                    book(r.symbol, r.fee_asset, sign * r.qty, -sign * r.qty * r.price * r.multiplier, r.fee, r.fee_qty)
                     last = r.id
                 self._folded = (last, cash, pos)
                 return cash, pos
-            # PostgreSQL: ids of concurrent writers may commit out of order, so sum the exact NUMERICs in the database
+            # PostgreSQL: ids of concurrent writers may commit out of order, so sum the exact NUMERICs in the database,
+            # one group per (symbol, fee asset): where the fees were paid decides what they do
             from sqlalchemy import case, func
             sign = case((fills.c.side == "buy", 1), else_=-1)
-            q = (select(fills.c.symbol, func.sum(sign * fills.c.qty), func.sum(-sign * fills.c.qty * fills.c.price * fills.c.multiplier - fills.c.fee))
-                 .join(orders, orders.c.id == fills.c.order_id).where(orders.c.run_id == self.bot).group_by(fills.c.symbol))
-            for sym, dq, dcash in conn.execute(q):
-                pos[sym] = pos.get(sym, Decimal(0)) + Decimal(dq)
-                cash += Decimal(dcash)
+            q = (select(fills.c.symbol, fills.c.fee_asset, func.sum(sign * fills.c.qty), func.sum(-sign * fills.c.qty * fills.c.price * fills.c.multiplier),
+                        func.sum(fills.c.fee), func.sum(fills.c.fee_qty))
+                 .join(orders, orders.c.id == fills.c.order_id).where(orders.c.run_id == self.bot).group_by(fills.c.symbol, fills.c.fee_asset))
+            for sym, fee_asset, dq, dcash, fee, fee_qty in conn.execute(q):
+                book(sym, fee_asset, Decimal(dq), Decimal(dcash), Decimal(fee), None if fee_qty is None else Decimal(fee_qty))
         return cash, pos
 
     def positions(self) -> dict[str, Decimal]:
@@ -207,8 +214,9 @@ class OrderManager:
         return df[~df["status"].isin([s.value for s in OrderStatus if s.is_final])] if open_only else df
 
     def fills(self) -> pd.DataFrame:
-        "The bot's fill journal."
-        q = (select(fills.c.fill_id, orders.c.client_order_id, fills.c.symbol, fills.c.side, fills.c.qty, fills.c.price, fills.c.fee, fills.c.ts_event)
+        "The bot's fill journal (`fee` in account currency; `fee_asset`/`fee_qty` where it was paid in another asset)."
+        q = (select(fills.c.fill_id, orders.c.client_order_id, fills.c.symbol, fills.c.side, fills.c.qty, fills.c.price, fills.c.fee, fills.c.ts_event,
+                    fills.c.fee_asset, fills.c.fee_qty)
              .join(orders, orders.c.id == fills.c.order_id).where(orders.c.run_id == self.bot).order_by(fills.c.id))
         with read(self.engine) as conn: return pd.DataFrame(conn.execute(q).all(), columns=list(q.selected_columns.keys()))
 
@@ -341,7 +349,7 @@ def apply_fill(self: OrderManager, vf: VenueFill) -> bool | None:
         # one atomic statement decides whether this execution is new (no check-then-insert race)
         ins = (sqlite_insert if is_sqlite(conn) else pg_insert)(fills).values(
             fill_id=key, order_id=row.id, symbol=vf.symbol, side=vf.side.value, qty=vf.qty, price=vf.price, fee=vf.fee,
-            multiplier=vf.multiplier, ts_event=vf.ts_event).on_conflict_do_nothing(index_elements=["fill_id"]).returning(fills.c.id)
+            multiplier=vf.multiplier, ts_event=vf.ts_event, fee_asset=vf.fee_asset, fee_qty=vf.fee_qty).on_conflict_do_nothing(index_elements=["fill_id"]).returning(fills.c.id)
         if conn.execute(ins).scalar() is None: return False
         crash_point("during_fill")  # the fill row is written, the transaction is not committed
         filled = done + vf.qty

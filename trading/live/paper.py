@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from ..backtest.events import Costs, _affordable, _base_price, _fee, ORDER_TYPES
 from ..core.errors import InputValidationError, OrderRejectedError
 from ..core.orders import Order, OrderStatus, OrderType, Side, TimeInForce
-from .broker import Broker, DuplicateClientOrderIdError, MarketRules, VenueFill, VenueOrder, crash_point
+from .broker import Broker, DuplicateClientOrderIdError, MarketRules, VenueFill, VenueOrder, crash_point, fee_charged_to
 
 # %% auto #0
 __all__ = ['PaperVenue', 'pd_ts', 'PaperBroker']
@@ -53,6 +53,8 @@ class PaperVenue:
         self.reject_next: list[str] = []  # fault switch: reasons for the next submits to be refused
         self.partial_fraction: float | None = None  # fault switch: fill only this fraction of what is left, per fill event
         self.listeners: list = []  # callables(event: str, order: VenueOrder, fill: VenueFill | None): trade-update streams
+        self.fee_charge = None  # callable(order, qty, price, fee) -> (asset, fee_qty) | None: the asset a fill's fee is paid in (None: cash)
+        self.balances: dict[str, Decimal] = {}  # assets that are neither cash nor a held symbol (BNB paying fees)
         if self.state_path and self.state_path.exists(): self._load()
 
     # -- persistence -------------------------------------------------------------------------
@@ -60,7 +62,7 @@ class PaperVenue:
         return dict(account=self.account, cash=str(self.cash), orders=[o.model_dump(mode="json") for o in self.orders.values()],
                     fills=[f.model_dump(mode="json") for f in self.fill_log], held={k: str(v) for k, v in self.held.items()},
                     last=self.last, now=self.now.isoformat(), submitted_at={k: v.isoformat() for k, v in self._submitted_at.items()},
-                    triggered=self._triggered)
+                    triggered=self._triggered, balances={k: str(v) for k, v in self.balances.items()})
 
     def _save(self) -> None:
         if not self.state_path: return
@@ -78,6 +80,7 @@ class PaperVenue:
         self.last, self.now = s["last"], dt.datetime.fromisoformat(s["now"])
         self._submitted_at = {k: dt.datetime.fromisoformat(v) for k, v in s["submitted_at"].items()}
         self._triggered = s["triggered"]
+        self.balances = {k: Decimal(v) for k, v in s.get("balances", {}).items()}
 
     # -- helpers ---------------------------------------------------------------------------------
     def _mult(self, symbol: str) -> Decimal: return self.rules[symbol].multiplier if symbol in self.rules else Decimal(1)
@@ -110,8 +113,11 @@ class PaperVenue:
         fee = _fee(qty, px, mult, c.fee_rate, c.fee_per_share, c.fee_min)
         left = o.qty - o.filled_qty
         q, p, f = (left if qty == float(left) else _d(qty)), _d(px), _d(fee)  # an uncut fill keeps the order's exact quantity
-        self.cash -= side * q * p * Decimal(repr(mult)) + f
-        self.held[o.symbol] = self.held.get(o.symbol, Decimal(0)) + side * q
+        fee_asset, fee_qty = (self.fee_charge(o, q, p, f) if self.fee_charge else None) or (None, None)
+        paid_from = fee_charged_to(o.symbol, fee_asset)
+        self.cash -= side * q * p * Decimal(repr(mult)) + (f if paid_from == "cash" else 0)
+        self.held[o.symbol] = self.held.get(o.symbol, Decimal(0)) + side * q - (fee_qty if paid_from == "position" else 0)
+        if paid_from == "elsewhere": self.balances[fee_asset] = self.balances.get(fee_asset, Decimal(0)) - fee_qty
         if self.held[o.symbol] == 0: del self.held[o.symbol]
         self._used[o.symbol] = self._used.get(o.symbol, 0.0) + qty
         filled = o.filled_qty + q
@@ -121,7 +127,7 @@ class PaperVenue:
         o = o.model_copy(update=dict(filled_qty=filled, avg_fill_price=avg, status=status, ts_updated=self.now))
         fill = VenueFill(fill_id=f"{o.venue_order_id}-{sum(1 for x in self.fill_log if x.venue_order_id == o.venue_order_id) + 1}",
                          venue_order_id=o.venue_order_id, client_order_id=o.client_order_id, symbol=o.symbol, side=o.side,
-                         qty=q, price=p, fee=f, multiplier=self._mult(o.symbol), ts_event=self.now)
+                         qty=q, price=p, fee=f, multiplier=self._mult(o.symbol), ts_event=self.now, fee_asset=fee_asset, fee_qty=fee_qty)
         self.fill_log.append(fill); self.orders[o.client_order_id] = o
         self._emit("fill" if status is OrderStatus.FILLED else "partial_fill", o, fill)
         return o

@@ -174,9 +174,11 @@ fills = Table("fills", metadata,
     Column("side", String(4), nullable=False),
     Column("qty", ExactDecimal(), nullable=False),
     Column("price", ExactDecimal(), nullable=False),
-    Column("fee", ExactDecimal(), nullable=False),
+    Column("fee", ExactDecimal(), nullable=False),  # valued in account currency
     Column("multiplier", ExactDecimal(), nullable=False),
     Column("ts_event", UTCDateTime(), nullable=False),
+    Column("fee_asset", String(16)),  # the asset the fee was paid in (None: account currency); added by revision 0003
+    Column("fee_qty", ExactDecimal()),  # the fee in `fee_asset` units; added by revision 0003
     CheckConstraint(_in("side", SIDES), name="side"),
     Index(None, "order_id"),
     Index(None, "symbol", "ts_event"),  # added by revision 0002
