@@ -149,7 +149,8 @@ def status_text(om: OrderManager) -> str:
     "State, cash, equity inputs, positions and open orders of a bot, as text."
     pos = om.positions()
     lines = [f"bot        {om.bot}", f"broker     {om.broker.name}", f"state      {om.state.value}", f"journal    {om.durability}",
-             f"cash       {om.cash():,.2f}", "positions  " + (", ".join(f"{s} {q.normalize():f}" for s, q in pos.items()) or "(flat)"),
+             f"cash       {om.cash().quantize(Decimal('0.01')) + 0:,.2f}",  # + 0 turns a rounded -0.00 into 0.00
+             "positions  " + (", ".join(f"{s} {q.quantize(Decimal('1e-9')).normalize():f}" for s, q in pos.items()) or "(flat)"),
              f"orders     {len(om.orders())} ({len(om.orders(open_only=True))} open), fills {len(om.fills())}"]
     return "\n".join(lines)
 
