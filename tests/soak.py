@@ -65,8 +65,13 @@ def run_bot(argv: list[str], crash_at: str | None, env: dict | None = None, on_s
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
+def journal_url(work: Path) -> str:
+    "The bots' store: TRADING_SOAK_DB_URL (e.g. a scratch PostgreSQL database) or a SQLite file in the work folder."
+    return os.environ.get("TRADING_SOAK_DB_URL") or f"sqlite:///{work}/journal.db"
+
+
 def bot_args(work: Path, name: str, end: str, bars: int, cmd: str = "run") -> list[str]:
-    common = ["--db", f"sqlite:///{work}/journal.db", "--state-dir", str(work / "venues")]
+    common = ["--db", journal_url(work), "--state-dir", str(work / "venues")]
     if cmd != "run":
         return [cmd, "--name", name, *common]
     return ["run", "--strategy", "sma_crossover", "--params", PARAMS, "--name", name, "--symbols", SYMBOLS,
@@ -80,7 +85,7 @@ def venue_state(work: Path, name: str) -> PaperVenue:
 def audit(work: Path, name: str, reference: PaperVenue, venue: PaperVenue | None = None) -> dict:
     "Compare the venue (oracle; default: the bot's paper book on disk) with the journal and with the crash-free reference run."
     venue = venue if venue is not None else venue_state(work, name)
-    eng = make_engine(f"sqlite:///{work}/journal.db")
+    eng = make_engine(journal_url(work))
     try:
         with read(eng) as conn:
             rows = conn.execute(select(orders_t.c.client_order_id, orders_t.c.status, orders_t.c.filled_qty)
@@ -103,7 +108,7 @@ def audit(work: Path, name: str, reference: PaperVenue, venue: PaperVenue | None
         os.close(r)
         from trading.live.manager import OrderManager
         from trading.live.paper import PaperBroker
-        eng2 = make_engine(f"sqlite:///{work}/journal.db")
+        eng2 = make_engine(journal_url(work))
         om = OrderManager(eng2, PaperBroker(venue_state(work, name)), name)
         out = {"positions": {s: str(q) for s, q in om.positions().items()}, "cash": str(om.cash())}
         os.write(w, json.dumps(out).encode())
@@ -117,7 +122,8 @@ def audit(work: Path, name: str, reference: PaperVenue, venue: PaperVenue | None
     mismatches = []
     if {s: Decimal(q) for s, q in j["positions"].items()} != venue.positions():
         mismatches.append(f"journal positions {j['positions']} != venue {venue.positions()}")
-    if Decimal(j["cash"]) != venue.cash:
+    # cash to 1e-12: Python's Decimal rounds each step to 28 digits, PostgreSQL's NUMERIC sums exactly
+    if abs(Decimal(j["cash"]) - venue.cash) > Decimal("1e-12"):
         mismatches.append(f"journal cash {j['cash']} != venue {venue.cash}")
     if venue.positions() != reference.positions() or venue.cash != reference.cash:
         mismatches.append(f"venue after crashes {venue.positions()} cash {venue.cash} != crash-free run {reference.positions()} cash {reference.cash}")
@@ -224,7 +230,7 @@ class NetVenue:
         self.data.stock_bars = {sym: b[:k + 1] for sym, b in self.bars.items()}
 
     def args(self, work: Path, name: str, cmd: str = "run") -> list[str]:
-        common = ["--db", f"sqlite:///{work}/journal.db", "--state-dir", str(work / "venues"), "--trading-url", self.trading.url]
+        common = ["--db", journal_url(work), "--state-dir", str(work / "venues"), "--trading-url", self.trading.url]
         if cmd != "run":
             return [cmd, "--name", name, *common]
         return ["run", "--strategy", "sma_crossover", "--params", PARAMS, "--name", name, "--broker", "alpaca", "--symbols", SYMBOLS,
@@ -326,9 +332,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bars", type=int, default=None, help="bars per epoch (default: paper 40, alpaca 10)")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--db-url", help="the bots' store (default: a SQLite file); e.g. an empty PostgreSQL database")
     p.add_argument("--venue", choices=["paper", "alpaca"], default="paper",
                    help="paper: the bot's own paper book; alpaca: the bot trades over HTTP with a fake Alpaca API served by this process")
     a = p.parse_args(argv)
+    if a.db_url:
+        os.environ["TRADING_SOAK_DB_URL"] = a.db_url  # the forked bots inherit it
     if a.venue == "alpaca":
         t = soak_alpaca(a.kills, a.seed, a.bars or 10, verbose=a.verbose)
     else:
