@@ -153,6 +153,7 @@ orders = Table("orders", metadata,
     Column("ts_updated", UTCDateTime(), nullable=False),
     CheckConstraint(_in("side", SIDES), name="side"),
     CheckConstraint(_in("status", ORDER_STATUSES), name="status"),
+    Index(None, "run_id"),  # a bot reads its own orders (added by revision 0003)
 )
 
 order_status_history = Table("order_status_history", metadata,

@@ -1,4 +1,4 @@
-"""Two nullable columns on `fills`: `fee_asset` and `fee_qty`.
+"""Two nullable columns on `fills`, `fee_asset` and `fee_qty`, and an index on `orders.run_id`.
 
 Docs: https://trading-dev.github.io/trading/store/migrations/r0003_fill_fee_asset.html.md"""
 
@@ -19,11 +19,13 @@ branch_labels = None
 depends_on = None
 
 def upgrade():
-    "Add fills.fee_asset and fills.fee_qty (nullable: NULL is a fee paid in account currency)."
+    "Add fills.fee_asset and fills.fee_qty (nullable: NULL is a fee paid in account currency) and an index on orders.run_id."
     op.add_column("fills", sa.Column("fee_asset", sa.String(16)))  # nullable: existing rows keep their meaning
     op.add_column("fills", sa.Column("fee_qty", ExactDecimal()))
+    op.create_index("ix_orders_run_id", "orders", ["run_id"])
 
 def downgrade():
     "Remove what revision 0003 added."
+    op.drop_index("ix_orders_run_id", table_name="orders")
     op.drop_column("fills", "fee_qty")  # SQLite has ALTER TABLE DROP COLUMN since 3.35
     op.drop_column("fills", "fee_asset")
