@@ -12,7 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 import numpy as np
 import pandas as pd
 from pydantic import Field

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from ..core.errors import BrokerError, InputValidationError, OrderRejectedError, RiskError, TradingError
-from ..core.orders import Order, OrderStatus, Side
+from ..core.orders import Order, OrderStatus
 from ..store.engine import StoreIntegrityError, is_sqlite, read, write
 from ..store.migrate import upgrade
 from ..store.records import append_event, record_order, start_run

@@ -17,7 +17,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from ..backtest.events import Costs, _affordable, _base_price, _fee, ORDER_TYPES
 from ..core.errors import InputValidationError, OrderRejectedError
-from ..core.orders import Order, OrderStatus, OrderType, Side, TimeInForce
+from ..core.orders import Order, OrderStatus, OrderType, Side
 from .broker import Broker, DuplicateClientOrderIdError, MarketRules, VenueFill, VenueOrder, crash_point, fee_charged_to
 
 # %% auto #0

@@ -9,8 +9,6 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
-import numpy as np
 import pandas as pd
 from ..backtest.events import Costs, backtest_events
 from ..core.errors import InputValidationError, OrderRejectedError
