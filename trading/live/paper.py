@@ -183,6 +183,13 @@ def on_bar(self: PaperVenue, ts, # the bar's label (aware)
           ) -> list[VenueFill]:
     "Advance the clock by one bar; returns the fills it produced."
     ts = pd_ts(ts)
+    for sym, b in bars.items():  # refuse a bad bar whole, before anything moves
+        for k in ("open", "high", "low", "close", "volume"):
+            x = b.get(k)
+            if x is None: continue
+            x = float(x)
+            if not math.isnan(x) and not (math.isfinite(x) and (x > 0 or (k == "volume" and x == 0))):
+                raise InputValidationError(f"bars[{sym!r}].{k}", x, "prices must be finite and positive, volumes finite and >= 0 (NaN: no value)")
     with self._lock:
         if ts <= self.now: raise InputValidationError("ts", ts, f"the venue clock is already at {self.now.isoformat()}")
         self.now, self.bar, self._used = ts, {s: dict(b) for s, b in bars.items()}, {}
