@@ -52,3 +52,29 @@ def test_kill_switch_flattens_the_bar_after_the_breach(sp20):
     assert len(exits) and (exits == nxt).all()  # every position is closed on the next bar, none on the breach bar
     assert (ks.target.loc[nxt] == 0).all() and ks.target.loc[breach].isna().all()
     with pytest.raises(Exception, match="delay"): apply_kill_switch(bh, engine, 0.2, None, delay=0)
+
+
+def test_regime_states_are_named_by_volatility_not_returns():
+    from trading.ml.regime import state_labels
+    names = {n for k in (2, 3, 4) for n in state_labels(k)}
+    assert not names & {"bull", "bear", "sideways"}
+    assert state_labels(3) == ("calm", "normal", "turbulent")
+
+
+def test_markov_switching_filtered_is_point_in_time():
+    from trading.ml.regime import SMOOTHED_FULL_SAMPLE, markov_switching
+    rng = np.random.default_rng(0)
+    idx = pd.bdate_range("2000-01-03", periods=900, tz="UTC")
+    vol = np.where((np.arange(900) // 120) % 2 == 0, 0.006, 0.02)  # alternating calm and turbulent stretches (synthetic)
+    r = pd.Series(rng.normal(0, vol), idx)
+    ms = markov_switching(r, 2, refit="YE", min_train=300)
+    assert list(ms.columns) == ["filtered", SMOOTHED_FULL_SAMPLE]
+    cut = idx[700]
+    ms_cut = markov_switching(r.loc[:cut], 2, refit="YE", min_train=300)
+    pd.testing.assert_series_equal(ms_cut["filtered"], ms["filtered"].loc[:cut])  # removing the future changes nothing
+    assert ms["filtered"].iloc[:300].isna().all() and ms["filtered"].iloc[-1] == ms["filtered"].iloc[-1]
+
+
+def test_cpi_publication_lag_is_conservative():
+    from trading.data.macro import PUBLICATION_LAG_DAYS
+    assert PUBLICATION_LAG_DAYS["CPILFESL"] >= 45 and PUBLICATION_LAG_DAYS["cpi"] >= 45
