@@ -51,7 +51,13 @@ def test_kill_switch_flattens_the_bar_after_the_breach(sp20):
     nxt = close.index[close.index.get_loc(breach) + 1]
     assert len(exits) and (exits == nxt).all()  # every position is closed on the next bar, none on the breach bar
     assert (ks.target.loc[nxt] == 0).all() and ks.target.loc[breach].isna().all()
-    with pytest.raises(Exception, match="delay"): apply_kill_switch(bh, engine, 0.2, None, delay=0)
+    # with the engines' next-bar fill the flattening target may carry the breach bar's date: the trade is still the next bar's
+    nb_engine = lambda t: backtest_weights(close, t, fee_rate=0.0005, execution="next_close").equity["portfolio"]
+    ks0 = apply_kill_switch(bh, nb_engine, 0.20, None, delay=0)
+    (breach0, _), = ks0.triggers
+    exits0 = pd.to_datetime(backtest_weights(close, ks0.target, fee_rate=0.0005, execution="next_close").trades["exit_ts"]).dropna()
+    assert len(exits0) and (exits0 == close.index[close.index.get_loc(breach0) + 1]).all()
+    with pytest.raises(Exception, match="delay"): apply_kill_switch(bh, engine, 0.2, None, delay=-1)
 
 
 def test_regime_states_are_named_by_volatility_not_returns():

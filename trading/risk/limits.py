@@ -147,12 +147,12 @@ def apply_kill_switch(target: pd.DataFrame, # target weights (after other limits
                       max_drawdown: float, # fraction below the running peak that flattens the book, e.g. 0.2
                       resume_after: int | None = None, # bars flat (counted from the flattening bar) before trading resumes (None: stay flat)
                       max_triggers: int = 100,
-                      delay: int = 1, # bars from the close that reveals a breach to the flattening target (>= 1: not on the revealing close)
+                      delay: int = 1, # bars from the breach bar to the flattening target row: 1 is safe with any fill; 0 only with a next-bar engine
                       limits_layer: Callable[[pd.DataFrame], pd.DataFrame] | None = None, # e.g. `lambda t: apply_limits(t, ...)`: pass raw targets, the layer runs after each edit
                      ) -> KillSwitchResult:
     "Iteratively flatten `target` from `delay` bars after the first bar whose realised drawdown breaches `max_drawdown` (see above)."
     if not 0 < max_drawdown < 1: raise InputValidationError("max_drawdown", max_drawdown, "a fraction in (0, 1)")
-    if not (isinstance(delay, (int, np.integer)) and delay >= 1): raise InputValidationError("delay", delay, "the book can be flattened one bar after the breach at the earliest (delay >= 1)")
+    if not (isinstance(delay, (int, np.integer)) and delay >= 0): raise InputValidationError("delay", delay, "a whole number of bars >= 0")
     layer = limits_layer if limits_layer is not None else (lambda t: t)
     raw = target.copy(); ffilled = target.ffill(); n = len(target)
     start, triggers = 0, []
@@ -165,7 +165,7 @@ def apply_kill_switch(target: pd.DataFrame, # target weights (after other limits
         breach = np.flatnonzero((dd <= -max_drawdown).to_numpy())
         if len(breach) == 0: break
         b = start + int(breach[0])
-        t = b + delay  # the breach is known at b's close; the order to flatten is the next bar's
+        t = b + delay  # the breach is known at b's close: the flattening target row (its fill follows the engine's convention)
         if t >= n: break  # revealed on the last bar(s): nothing left to trade
         raw.iloc[t:] = 0.0
         resume = t + resume_after if resume_after is not None and t + resume_after < n else None
