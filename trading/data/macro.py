@@ -15,8 +15,8 @@ __all__ = ['MACRO_COLUMNS', 'PUBLICATION_LAG_DAYS', 'load_bundled_macro', 'add_a
 # %% ../../nbs/data/05_macro.ipynb #c9bb8972
 MACRO_COLUMNS = ["series", "period_end", "value", "freq", "source"]
 
-PUBLICATION_LAG_DAYS = {"CPILFESL": 20, "AAA": 1, "BAA": 1, "FF_MKT_RF": 31, "FF_SMB": 31, "FF_HML": 31, "FF_RF": 31,
-                        "realgdp": 30, "cpi": 20, "unemp": 7, "tbilrate": 1, "infl": 30, "realint": 30}
+PUBLICATION_LAG_DAYS = {"CPILFESL": 45, "AAA": 1, "BAA": 1, "FF_MKT_RF": 31, "FF_SMB": 31, "FF_HML": 31, "FF_RF": 31,
+                        "realgdp": 30, "cpi": 45, "unemp": 7, "tbilrate": 1, "infl": 30, "realint": 30}
 
 def _long(wide: pd.DataFrame, period_end: pd.DatetimeIndex, freq: str, source: str, rename=None) -> pd.DataFrame:
     wide = wide.rename(columns=rename or {}).set_axis(period_end.as_unit("ns").tz_localize("UTC"), axis=0)

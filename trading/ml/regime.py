@@ -14,9 +14,10 @@ import pandas as pd
 from ..core.errors import InputValidationError
 
 # %% auto #0
-__all__ = ['LABELS', 'regime_features', 'state_labels', 'RegimeModel', 'fit_hmm', 'select_n_states', 'refit_bars',
-           'walk_forward_hmm', 'garch_recursion', 'garch_forecasts', 'volatility_regime', 'markov_switching',
-           'regime_agreement', 'transition_matrix', 'regime_statistics', 'bear_markets', 'episode_returns']
+__all__ = ['LABELS', 'SMOOTHED_FULL_SAMPLE', 'regime_features', 'state_labels', 'RegimeModel', 'fit_hmm', 'select_n_states',
+           'refit_bars', 'walk_forward_hmm', 'garch_recursion', 'garch_forecasts', 'volatility_regime',
+           'markov_switching', 'regime_agreement', 'transition_matrix', 'regime_statistics', 'bear_markets',
+           'episode_returns']
 
 # %% ../../nbs/ml/00_regime.ipynb #bf38d048
 def regime_features(close: pd.Series, # prices of one market series (an index or a basket), UTC index
@@ -34,11 +35,11 @@ def regime_features(close: pd.Series, # prices of one market series (an index or
     return pd.DataFrame({"ret_pct": 100 * lr.rolling(return_window).sum(), "log_vol": np.log(vol)}, index=close.index)
 
 # %% ../../nbs/ml/00_regime.ipynb #6a5d3ca3
-LABELS = {2: ("calm", "turbulent"), 3: ("bull", "sideways", "bear")}
+LABELS = {2: ("calm", "turbulent"), 3: ("calm", "normal", "turbulent")}  # named by volatility only: a calm state need not earn more
 
 def state_labels(n_states: int) -> tuple[str, ...]:
-    "Names of the ordered states (ascending volatility)."
-    return LABELS.get(n_states, tuple(f"state{i}" for i in range(n_states)))
+    "Names of the ordered states (ascending volatility); they say nothing about returns."
+    return LABELS.get(n_states, tuple(f"vol{i + 1}of{n_states}" for i in range(n_states)))
 
 def _log_gauss(X, means, covars):
     "log N(x_t; mean_k, cov_k) for every bar and state: (n, k)."
@@ -251,19 +252,33 @@ def volatility_regime(vol_forecast: pd.Series, # annualised volatility forecasts
     return (vol_forecast > threshold).astype(float).where(vol_forecast.notna()).rename("turbulent")
 
 # %% ../../nbs/ml/00_regime.ipynb #3a0a0b24
-def markov_switching(returns: pd.Series, # per-bar returns (decimal), no NaN
-                     k_regimes: int = 2, # regimes
-                    ) -> pd.DataFrame:
-    "Filtered and smoothed probability of the highest-variance regime from `MarkovRegression(switching_variance=True)` (statsmodels' default start values: deterministic)."
+SMOOTHED_FULL_SAMPLE = "smoothed (full-sample, in-sample only)"
+
+def _ms_model(y: np.ndarray, k_regimes: int):
     import statsmodels.api as sm
-    y = 100 * pd.Series(returns, dtype=float).dropna()
-    mod = sm.tsa.MarkovRegression(y.to_numpy(), k_regimes=k_regimes, trend="c", switching_variance=True)
-    res = mod.fit(disp=False)  # no random search_reps: those made repeated fits differ in the 5th decimal
+    return sm.tsa.MarkovRegression(y, k_regimes=k_regimes, trend="c", switching_variance=True)
+
+def _high_variance(res, k_regimes: int) -> int:
     names = list(res.model.param_names)
-    var = np.array([res.params[names.index(f"sigma2[{i}]")] for i in range(k_regimes)])
-    hi = int(np.argmax(var))
-    return pd.DataFrame({"filtered": np.asarray(res.filtered_marginal_probabilities)[:, hi],
-                         "smoothed": np.asarray(res.smoothed_marginal_probabilities)[:, hi]}, index=y.index)
+    return int(np.argmax([res.params[names.index(f"sigma2[{i}]")] for i in range(k_regimes)]))
+
+def markov_switching(returns: pd.Series, # per-bar returns (decimal); NaN bars are dropped
+                     k_regimes: int = 2, # regimes
+                     refit: str = "YE", # causal column: refit at the first bar of each year / quarter / month (expanding window)
+                     min_train: int = 504, # bars before the first causal fit
+                    ) -> pd.DataFrame:
+    "P(highest-variance regime) of `MarkovRegression(switching_variance=True)`: `filtered` is causal (walk-forward fits, forward filter); the full-sample smoothed fit is labelled in-sample only."
+    y = 100 * pd.Series(returns, dtype=float).dropna()
+    x = y.to_numpy()
+    full = _ms_model(x, k_regimes).fit(disp=False)  # statsmodels' default start values: deterministic (no random search_reps)
+    out = pd.DataFrame({"filtered": np.nan, SMOOTHED_FULL_SAMPLE: np.asarray(full.smoothed_marginal_probabilities)[:, _high_variance(full, k_regimes)]}, index=y.index)
+    fits = refit_bars(y.index, np.ones(len(y), bool), refit, min_train)
+    for j, i in enumerate(fits):
+        res = _ms_model(x[: i + 1], k_regimes).fit(disp=False)  # parameters from bars up to and including i only
+        end = fits[j + 1] if j + 1 < len(fits) else len(x)
+        filt = _ms_model(x[:end], k_regimes).filter(res.params)  # forward pass: P(s_t | y_1..y_t) with those parameters
+        out.iloc[i:end, 0] = np.asarray(filt.filtered_marginal_probabilities)[i:end, _high_variance(res, k_regimes)]
+    return out
 
 def regime_agreement(a: pd.Series, # regime labels (or 0/1) per bar
                      b: pd.Series, # another labelling on overlapping bars

@@ -61,6 +61,13 @@ def _cap_rows(w: np.ndarray, limits: RiskLimits, codes: np.ndarray | None) -> np
         w *= np.where(n > limits.max_net, limits.max_net / np.where(n > 0, n, 1), 1.0)[:, None]
     return w
 
+def _var_scale(w: np.ndarray, S: np.ndarray, limits: RiskLimits) -> np.ndarray:
+    "Per-row factor that brings the normal VaR of `w` (rows) under the budget; 0 for a non-empty book without a risk estimate."
+    from scipy.stats import norm
+    var = norm.ppf(limits.var_confidence) * np.sqrt(np.einsum("ti,tij,tj->t", w, S, w))
+    f = np.where(np.isfinite(var) & (var > limits.var_budget), limits.var_budget / np.where(var > 0, var, 1), 1.0)
+    return np.where(np.isnan(var) & (np.abs(w).sum(axis=1) > 0), 0.0, f)  # no risk estimate yet: stay out
+
 def _trailing_cov(returns: pd.DataFrame | None, target: pd.DataFrame, lookback: int) -> np.ndarray:
     "Rolling covariance (returns up to each bar) on the target's bars; `returns` may start earlier (more history)."
     from trading.risk.correlation import rolling_covariance
@@ -69,25 +76,45 @@ def _trailing_cov(returns: pd.DataFrame | None, target: pd.DataFrame, lookback: 
     if (pos < 0).any(): raise InputValidationError("returns", "misaligned", "returns must cover every bar of the targets (earlier history is welcome)")
     return rolling_covariance(returns.iloc[:pos[-1] + 1].fillna(0.0), lookback).values[pos]
 
+def _bar_returns(returns: pd.DataFrame | None, target: pd.DataFrame) -> np.ndarray | None:
+    "Asset returns on the targets' bars (for drifting the book), or None without returns."
+    if returns is None: return None
+    if list(returns.columns) != list(target.columns): raise InputValidationError("returns", list(returns.columns), f"returns need the targets' columns {list(target.columns)}")
+    pos = returns.index.get_indexer(target.index)
+    if (pos < 0).any(): raise InputValidationError("returns", "misaligned", "returns must cover every bar of the targets (earlier history is welcome)")
+    return returns.to_numpy(np.float64)[pos]
+
 def apply_limits(target: pd.DataFrame, # strategy target weights, bars x symbols (NaN = keep)
                  limits: RiskLimits,
                  sectors: dict[str, str] | None = None, # symbol -> sector (needed for a sector cap)
-                 returns: pd.DataFrame | None = None, # simple asset returns, same columns, covering the targets' bars (needed for a VaR budget)
+                 returns: pd.DataFrame | None = None, # simple asset returns, same columns, covering the targets' bars (needed for a VaR budget; drifts kept books)
+                 tolerance: float = 1e-9, # a limit binds on a kept book only if it moves some weight by more than this
                 ) -> pd.DataFrame:
-    "Target weights after position, sector, leverage and VaR-budget limits (forward-filled; NaN before the first decision)."
-    decided = target.ffill().notna()
-    w = target.ffill().fillna(0.0).to_numpy(np.float64)
+    "Limited targets: decision rows capped; a kept (NaN) row stays NaN unless a limit binds on the drifted book there."
     if limits.max_sector_weight is not None and sectors is None: raise InputValidationError("sectors", None, "a sector cap needs sectors")
+    if not tolerance >= 0: raise InputValidationError("tolerance", tolerance, "must be >= 0")
     codes = _sector_codes(target.columns, sectors) if limits.max_sector_weight is not None else None
-    w = _cap_rows(w, limits, codes)
-    if limits.var_budget is not None:
-        from scipy.stats import norm
-        S = _trailing_cov(returns, target, limits.var_lookback)
-        var = norm.ppf(limits.var_confidence) * np.sqrt(np.einsum("ti,tij,tj->t", w, S, w))
-        f = np.where(np.isfinite(var) & (var > limits.var_budget), limits.var_budget / np.where(var > 0, var, 1), 1.0)
-        f = np.where(np.isnan(var) & (np.abs(w).sum(axis=1) > 0), 0.0, f)  # no risk estimate yet: stay out
-        w = w * f[:, None]
-    return pd.DataFrame(w, target.index, target.columns).where(decided)
+    raw = target.to_numpy(np.float64)
+    spoke = ~np.isnan(raw).all(axis=1)  # a row with any value is a decision (NaN cells keep that symbol's last target)
+    wanted = _cap_rows(target.ffill().fillna(0.0).to_numpy(np.float64), limits, codes)  # what each decision row asks for, capped
+    S = _trailing_cov(returns, target, limits.var_lookback) if limits.var_budget is not None else None
+    if S is not None: wanted = wanted * _var_scale(wanted, S, limits)[:, None]
+    r = _bar_returns(returns, target)
+    out = np.full_like(raw, np.nan)
+    book, started = np.zeros(raw.shape[1]), False
+    for t in range(len(raw)):
+        if started and r is not None:  # the kept book drifts with this bar's returns (cash earns nothing)
+            rt = np.nan_to_num(r[t]); grow = 1.0 + book @ rt
+            book = book * (1.0 + rt) / grow if grow > 0 else np.zeros_like(book)
+        if spoke[t]:
+            book, started = wanted[t].copy(), True
+            out[t] = book
+        elif started:
+            capped = _cap_rows(book[None, :], limits, codes)
+            if S is not None: capped = capped * _var_scale(capped, S[t:t + 1], limits)[:, None]
+            if np.abs(capped[0] - book).max() > tolerance:  # a limit binds on what is held: trade down to it
+                book = capped[0]; out[t] = book
+    return pd.DataFrame(out, target.index, target.columns)
 
 def limit_usage(weights: pd.DataFrame, # actual (or target) weights, bars x symbols
                 limits: RiskLimits, sectors: dict[str, str] | None = None,
@@ -106,24 +133,30 @@ def limit_usage(weights: pd.DataFrame, # actual (or target) weights, bars x symb
         out["var_budget"] = pd.Series(norm.ppf(limits.var_confidence) * np.sqrt(np.einsum("ti,tij,tj->t", w.to_numpy(), S, w.to_numpy())), w.index) / limits.var_budget
     return pd.DataFrame(out, index=w.index)
 
+
 # %% ../../nbs/risk/05_limits.ipynb #f49527f7
 @dataclass
 class KillSwitchResult:
     "Target weights with the kill switch applied, the bars where it fired/resumed, and the final equity."
     target: pd.DataFrame
-    triggers: list = field(default_factory=list)  # (trigger_ts, resume_ts or None)
+    triggers: list = field(default_factory=list)  # (breach_ts, resume_ts or None): the flattening target is dated `delay` bars after breach_ts
     equity: pd.Series | None = None
 
 def apply_kill_switch(target: pd.DataFrame, # target weights (after other limits), bars x symbols
                       equity_of: Callable[[pd.DataFrame], pd.Series], # runs an engine: targets -> equity curve on the same index
                       max_drawdown: float, # fraction below the running peak that flattens the book, e.g. 0.2
-                      resume_after: int | None = None, # bars flat before trading resumes (None: stay flat)
+                      resume_after: int | None = None, # bars flat (counted from the flattening bar) before trading resumes (None: stay flat)
                       max_triggers: int = 100,
+                      delay: int = 1, # bars from the breach bar to the flattening target row: 1 is safe with any fill; 0 only with a next-bar engine
+                      limits_layer: Callable[[pd.DataFrame], pd.DataFrame] | None = None, # e.g. `lambda t: apply_limits(t, ...)`: pass raw targets, the layer runs after each edit
                      ) -> KillSwitchResult:
-    "Iteratively flatten `target` from the first bar whose realised drawdown breaches `max_drawdown` (see above)."
+    "Iteratively flatten `target` from `delay` bars after the first bar whose realised drawdown breaches `max_drawdown` (see above)."
     if not 0 < max_drawdown < 1: raise InputValidationError("max_drawdown", max_drawdown, "a fraction in (0, 1)")
-    adj = target.copy(); ffilled = target.ffill(); n = len(target)
+    if not (isinstance(delay, (int, np.integer)) and delay >= 0): raise InputValidationError("delay", delay, "a whole number of bars >= 0")
+    layer = limits_layer if limits_layer is not None else (lambda t: t)
+    raw = target.copy(); ffilled = target.ffill(); n = len(target)
     start, triggers = 0, []
+    adj = layer(raw)
     eq = equity_of(adj)
     if not (isinstance(eq, pd.Series) and eq.index.equals(target.index)): raise InputValidationError("equity_of", type(eq).__name__, "must return an equity Series on the targets' index")
     for _ in range(max_triggers):
@@ -131,20 +164,24 @@ def apply_kill_switch(target: pd.DataFrame, # target weights (after other limits
         dd = seg / seg.cummax() - 1.0
         breach = np.flatnonzero((dd <= -max_drawdown).to_numpy())
         if len(breach) == 0: break
-        t = start + int(breach[0])
-        adj.iloc[t:] = 0.0
+        b = start + int(breach[0])
+        t = b + delay  # the breach is known at b's close: the flattening target row (its fill follows the engine's convention)
+        if t >= n: break  # revealed on the last bar(s): nothing left to trade
+        raw.iloc[t:] = 0.0
         resume = t + resume_after if resume_after is not None and t + resume_after < n else None
-        if resume is not None:
-            adj.iloc[resume] = ffilled.iloc[resume].fillna(0.0)
-            adj.iloc[resume + 1:] = target.iloc[resume + 1:]
+        if resume is not None:  # re-enter the strategy's current target (limited at the resume bar by the layer)
+            raw.iloc[resume] = ffilled.iloc[resume].fillna(0.0)
+            raw.iloc[resume + 1:] = target.iloc[resume + 1:]
+        adj = layer(raw)
         new = equity_of(adj)
         if not np.allclose(new.iloc[:t].to_numpy(), eq.iloc[:t].to_numpy(), rtol=1e-12, atol=0):
             raise RiskError("the engine is not causal: editing targets from a bar changed equity before it")
         eq = new
-        triggers.append((target.index[t], None if resume is None else target.index[resume]))
+        triggers.append((target.index[b], None if resume is None else target.index[resume]))
         if resume is None: break
         start = resume
     return KillSwitchResult(adj, triggers, eq)
+
 
 # %% ../../nbs/risk/05_limits.ipynb #e7b031cc
 @dataclass(frozen=True)

@@ -27,9 +27,11 @@ def historical_stress(returns: pd.DataFrame, # simple per-bar asset returns (UTC
                       weights: pd.Series, # fractions of value by asset
                       windows: dict[str, tuple[str, str]] = HISTORICAL_WINDOWS, # name -> (first, last) date, inclusive
                       missing: Literal["error", "cash", "skip"] = "error", # assets without data in a window
+                      benchmark: pd.Series | None = None, # simple per-bar returns of an index (UTC index): measured over the same bars
                      ) -> pd.DataFrame:
-    "Cumulative return, worst day and max drawdown of today's (daily-rebalanced) weights over each past window."
+    "Cumulative return, worst day and max drawdown of today's (daily-rebalanced) weights over each past window (and of `benchmark` on the same bars)."
     w = weights.reindex(returns.columns)
+    if benchmark is not None and not isinstance(benchmark, pd.Series): raise InputValidationError("benchmark", type(benchmark).__name__, "a Series of per-bar returns")
     if w.isna().any(): raise InputValidationError("weights", list(weights.index), f"must name exactly {list(returns.columns)}")
     rows = {}
     for name, (a, b) in windows.items():
@@ -45,6 +47,12 @@ def historical_stress(returns: pd.DataFrame, # simple per-bar asset returns (UTC
         rows[name] = {"first": seg.index[0].date().isoformat(), "last": seg.index[-1].date().isoformat(), "bars": len(seg),
                       "cumulative_return": float(wealth.iloc[-1] - 1), "worst_day": float(pr.min()),
                       "max_drawdown": float((wealth / wealth.cummax().clip(lower=1.0) - 1).min()), "assets_in_cash": ", ".join(gaps)}
+        if benchmark is not None:  # the same bars, so book and index are compared over exactly the same window
+            b = benchmark.reindex(seg.index)
+            if b.isna().any(): raise InputValidationError("benchmark", name, f"no benchmark return on {b.index[b.isna()][0].date()} in window {name}")
+            bw = (1 + b).cumprod()
+            rows[name].update(benchmark_return=float(bw.iloc[-1] - 1), benchmark_max_drawdown=float((bw / bw.cummax().clip(lower=1.0) - 1).min()),
+                              excess_return=float(wealth.iloc[-1] - bw.iloc[-1]))
     return pd.DataFrame(rows).T
 
 def equity_shock(weights: pd.Series, # fractions of value by asset
