@@ -195,7 +195,8 @@ def write(engine: Engine, # engine from `make_engine`
 def write_retrying(engine: Engine, # engine from `make_engine`
                    fn: Callable[[Connection], object], # the transaction's work; called again (in a new transaction) after a transient lock failure
                    attempts: int = 5, # tries in all
-                   backoff: float = 0.05, # seconds before the second try; doubled (with jitter) each time
+                   backoff: float = 0.05, # seconds before the second try; doubled (with jitter) each time, at most `max_backoff`
+                   max_backoff: float = 2.0, # longest pause between two tries, seconds
                    sleep=time.sleep, # injectable for tests
                   ):
     "Run `fn(conn)` in `write(engine)`; retry it on `StoreBusyError` up to `attempts` times, then raise the last one (with the count)."
@@ -207,7 +208,7 @@ def write_retrying(engine: Engine, # engine from `make_engine`
                 e.attempts = attempts
                 e.args = (f"{e.args[0]} (gave up after {attempts} attempts)",)
                 raise
-            sleep(backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
+            sleep(min(max_backoff, backoff * 2 ** (attempt - 1)) * (0.5 + random.random()))
 
 @contextlib.contextmanager
 def read(engine: Engine, # engine from `make_engine`
