@@ -2,6 +2,7 @@
 
     python tests/store_worker.py writer URL N OUT.json   # N transactions: order + status + fill-free event + equity
     python tests/store_worker.py reader URL N OUT.json   # reads snapshots until it sees N orders (or 60 s pass)
+    python tests/store_worker.py busy URL S OUT.json     # commits one event after another for S seconds, or until OUT.json.stop exists
 """
 import datetime as dt
 import json
@@ -78,7 +79,22 @@ def reader(url: str, n: int) -> dict:
                 writes_during_long=writes_during_long)
 
 
+def busy(url: str, seconds: int, out: str) -> dict:
+    "A busy writer: small commits back to back (a bot logging, a feed recording), each acknowledged by its commit returning."
+    import os
+    eng = make_engine(url)
+    stop, deadline, n = out + ".stop", time.monotonic() + seconds, 0
+    while time.monotonic() < deadline and not os.path.exists(stop):
+        with write(eng) as c:
+            append_event(c, "busy", "writer", dict(i=n, blob="x" * 200))
+        n += 1
+        if n == 20: open(out + ".started", "w").close()  # the test starts its backup/restore once commits flow
+        time.sleep(0.001)
+    eng.dispose()
+    return dict(ok=True, commits=n)
+
+
 if __name__ == "__main__":
     mode, url, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    res = (writer if mode == "writer" else reader)(url, n)
+    res = busy(url, n, out) if mode == "busy" else (writer if mode == "writer" else reader)(url, n)
     with open(out, "w") as f: json.dump(res, f)

@@ -22,7 +22,7 @@ from trading.data.snapshot import load_snapshot
 from trading.store.backup import table_rows
 from trading.store.bars import IngestResult, ingest_bars, ingest_bars_conn, ingest_snapshot, read_bars
 from trading.store.engine import StoreIntegrityError, describe, make_engine, read, write
-from trading.store.migrate import current_revision, downgrade, revisions, schema_diff, upgrade
+from trading.store.migrate import DestructiveMigrationError, current_revision, downgrade, revisions, schema_diff, upgrade
 from trading.store.records import (append_event, load_fills, load_positions, record_equity, record_fill, record_order,
                                    save_position, start_run, update_order)
 from trading.store.schema import fills, metadata, news, sentiment
@@ -127,7 +127,11 @@ def test_migrations_from_empty_and_from_previous_revision(kind, new_db):
     with read(prev) as c:
         rows = c.execute(fills.select().order_by(fills.c.id)).all()
         assert [(r.fill_id, r.fee, r.fee_asset, r.fee_qty) for r in rows] == [("F-old", D("0.003"), None, None), ("F-new", D("0.001001"), "AAA", D("0.0001"))]
-    assert downgrade(prev, "0002") == "0002"
+    with pytest.raises(DestructiveMigrationError) as e:  # dropping columns of a table that holds rows needs a yes
+        downgrade(prev, "0002")
+    assert e.value.lost == {"fills.fee_asset": 2, "fills.fee_qty": 2} and current_revision(prev) == "0003"
+    assert table_rows(prev)["fills"][1][-2:] == ("str:AAA", "D:0.0001")  # rolled back whole: the data is still there
+    assert downgrade(prev, "0002", drop_data=True) == "0002"
     assert not {"fee_asset", "fee_qty"} & {col["name"] for col in inspect(prev).get_columns("fills")} and _count(prev, "fills") == 2
     with read(prev) as c:
         assert c.execute(text("SELECT qty FROM orders WHERE client_order_id = 'keep-me'")).scalar() in ("0.3", D("0.3"))
@@ -138,7 +142,9 @@ def test_migrations_from_empty_and_from_previous_revision(kind, new_db):
         with write(prev) as c:
             c.execute(sentiment.insert().values(news_id=nid, model="other", score=1.5, ts_scored=T0))
     assert e.value.rule == "check_violation"
-    assert downgrade(prev, "0001") == "0001" and "news" not in inspect(prev).get_table_names()
+    with pytest.raises(DestructiveMigrationError, match=r"news \(1 rows\), sentiment \(1 rows\)"):
+        downgrade(prev, "0001")
+    assert downgrade(prev, "0001", drop_data=True) == "0001" and "news" not in inspect(prev).get_table_names()
     assert _count(prev, "orders") == 1 and _count(prev, "fills") == 2
     for e_ in (eng, prev):
         e_.dispose()

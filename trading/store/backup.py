@@ -6,6 +6,7 @@ Docs: https://trading-dev.github.io/trading/store/backup.html.md"""
 
 # %% ../../nbs/store/05_backup.ipynb #c5f265ce
 from __future__ import annotations
+import datetime as dt
 import hashlib
 import os
 import shutil
@@ -16,15 +17,28 @@ from sqlalchemy import MetaData, Table, select, inspect
 from sqlalchemy.engine import Engine, make_url
 from ..core.errors import InputValidationError, TradingError
 from ..core.settings import mask_url_password
-from .engine import is_sqlite, read
+from .engine import forget_schema_check, is_sqlite, read
 from .schema import metadata
 
 # %% auto #0
-__all__ = ['BackupError', 'backup', 'restore', 'table_rows', 'table_digest']
+__all__ = ['BackupError', 'RestoreRefusedError', 'backup', 'restore', 'table_rows', 'table_digest']
 
 # %% ../../nbs/store/05_backup.ipynb #8f323a92
 class BackupError(TradingError):
     "A backup or restore could not be made; the message quotes the tool (passwords masked)."
+
+class RestoreRefusedError(BackupError):
+    "Restore refused: other sessions are connected, and what they committed after the backup would be lost."
+    def __init__(self, connections: list[str], # who else is connected
+                 changes: dict[str, dict]): # table -> live vs backup rows and latest ts_event
+        self.connections, self.changes = connections, changes
+        lost = "; ".join(f"{t}: {_describe_change(c)}" for t, c in changes.items()) or "nothing measurable yet"
+        super().__init__(f"restore refused: {len(connections)} other connection(s) to the database ({', '.join(connections[:5])}); "
+                         f"restoring now would drop what they commit. Live vs backup: {lost}. Stop them, or pass force=True (CLI: --force)")
+
+def _describe_change(c: dict) -> str:
+    live = f"live {c['live_rows']} rows" + (f" up to {c['live_latest']}" if c.get("live_latest") else "")
+    return live + (f", backup {c['backup_rows']} rows" + (f" up to {c['backup_latest']}" if c.get("backup_latest") else "") if "backup_rows" in c else "")
 
 def _sqlite_path(engine: Engine) -> Path:
     db = engine.url.database
@@ -48,6 +62,29 @@ def _tool(args: list[str], engine: Engine):
         raise BackupError(f"{args[0]} failed on {mask_url_password(engine.url.render_as_string(hide_password=False))}: {err}")
     return res
 
+def _sqlite_summary(conn: sqlite3.Connection) -> dict[str, tuple[int, str | None]]:
+    "Per schema table present: (rows, latest ts_event as ISO text or None)."
+    present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    out = {}
+    for name, t in metadata.tables.items():
+        if name not in present: continue
+        if "ts_event" in t.c:
+            n, latest = conn.execute(f'SELECT count(*), max(ts_event) FROM "{name}"').fetchone()
+            out[name] = (n, dt.datetime.fromtimestamp(latest / 1e6, dt.timezone.utc).isoformat() if latest is not None else None)
+        else: out[name] = (conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0], None)
+    return out
+
+def _changes(live: dict, backup: dict | None) -> dict[str, dict]:
+    "Tables whose live contents are not the backup's (with backup None: every table that has rows)."
+    out = {}
+    for t, (n, latest) in live.items():
+        if backup is None:
+            if n: out[t] = dict(live_rows=n, live_latest=latest)
+            continue
+        bn, blatest = backup.get(t, (0, None))
+        if (n, latest) != (bn, blatest): out[t] = dict(live_rows=n, live_latest=latest, backup_rows=bn, backup_latest=blatest)
+    return out
+
 def backup(engine: Engine, # the live database
            dest: str | Path, # backup file to write (SQLite file, or pg_dump custom archive)
           ) -> Path:
@@ -57,9 +94,12 @@ def backup(engine: Engine, # the live database
     tmp = dest.with_name(f".{dest.name}.partial")
     try:
         if is_sqlite(engine):
-            src, dst = sqlite3.connect(_sqlite_path(engine)), sqlite3.connect(tmp)
+            tmp.unlink(missing_ok=True)
+            src, dst = sqlite3.connect(_sqlite_path(engine), timeout=30), sqlite3.connect(tmp)
             try:
-                with dst: src.backup(dst, pages=4096)  # copies in steps; a concurrent writer restarts nothing in WAL mode
+                src.backup(dst, pages=-1)  # all pages in one step, from one read snapshot: a concurrent writer cannot restart it
+                ok = dst.execute("PRAGMA integrity_check").fetchone()[0]
+                if ok != "ok": raise BackupError(f"the copy failed integrity_check: {ok}")
             finally: src.close(); dst.close()
         else:
             _tool(["pg_dump", "--format=custom", "--no-owner", "--no-privileges", f"--file={tmp}"], engine)
@@ -68,23 +108,63 @@ def backup(engine: Engine, # the live database
     finally:
         tmp.unlink(missing_ok=True)
 
+def _restore_sqlite(src: Path, engine: Engine, force: bool) -> dict[str, dict]:
+    try:
+        s = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+        ok = s.execute("PRAGMA integrity_check").fetchone()[0]
+    except sqlite3.DatabaseError as e: raise BackupError(f"{src} is not a SQLite backup: {e}") from None
+    if ok != "ok": raise BackupError(f"{src} failed integrity_check: {ok}")
+    engine.dispose()  # no pooled connection of ours holds the target open
+    dst = sqlite3.connect(_sqlite_path(engine), timeout=0, isolation_level=None)  # the probe must not wait
+    try:
+        dst.execute("PRAGMA locking_mode=EXCLUSIVE")
+        try:
+            dst.execute("BEGIN EXCLUSIVE")
+            dst.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the lock: in WAL mode, only if nobody else has the file open
+            busy = None
+        except sqlite3.OperationalError as e:
+            busy = str(e)
+            if dst.in_transaction: dst.execute("ROLLBACK")
+            dst.execute("PRAGMA locking_mode=NORMAL")
+            if force: dst.execute("PRAGMA busy_timeout=30000")
+        changes = _changes(_sqlite_summary(dst), _sqlite_summary(s))
+        if busy is not None and not force:
+            raise RestoreRefusedError([f"another process has {_sqlite_path(engine)} open ({busy})"], changes)
+        if dst.in_transaction: dst.execute("COMMIT")
+        s.backup(dst)  # one step, under our exclusive lock when we have it
+        return changes
+    finally: s.close(); dst.close(); forget_schema_check(engine)
+
+def _pg_sessions(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT pid, coalesce(nullif(application_name, ''), 'client'), coalesce(state, '?') FROM pg_stat_activity "
+                                    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'").all()
+    return [f"pid {pid} {app} ({state})" for pid, app, state in rows]
+
+def _pg_summary(engine: Engine) -> dict[str, tuple[int, str | None]]:
+    out = {}
+    with read(engine) as conn:
+        present = set(inspect(conn).get_table_names())
+        for name, t in metadata.tables.items():
+            if name not in present: continue
+            if "ts_event" in t.c:
+                n, latest = conn.exec_driver_sql(f'SELECT count(*), max(ts_event) FROM "{name}"').one()
+                out[name] = (n, latest.astimezone(dt.timezone.utc).isoformat() if latest is not None else None)
+            else: out[name] = (conn.exec_driver_sql(f'SELECT count(*) FROM "{name}"').scalar(), None)
+    return out
+
 def restore(src: str | Path, # a file written by `backup`
             engine: Engine, # database to overwrite with the backup's contents
-           ) -> None:
-    "Replace the database's contents with the backup's, all or nothing."
+            force: bool = False, # restore even while other sessions are connected (their later commits are lost)
+           ) -> dict[str, dict]:
+    "Replace the database's contents with the backup's, all or nothing; refuses while others are connected. Returns what differed (table -> live vs backup)."
     src = Path(src)
     if not src.is_file(): raise InputValidationError("src", str(src), "no such backup file")
-    if is_sqlite(engine):
-        try:
-            s = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-            ok = s.execute("PRAGMA integrity_check").fetchone()[0]
-        except sqlite3.DatabaseError as e: raise BackupError(f"{src} is not a SQLite backup: {e}") from None
-        if ok != "ok": raise BackupError(f"{src} failed integrity_check: {ok}")
-        engine.dispose()  # no pooled connection of ours holds the target open
-        dst = sqlite3.connect(_sqlite_path(engine), timeout=30)
-        try: s.backup(dst)
-        finally: s.close(); dst.close()
-        return
+    if is_sqlite(engine): return _restore_sqlite(src, engine, force)
+    engine.dispose()
+    sessions = _pg_sessions(engine)
+    changes = _changes(_pg_summary(engine), None)
+    if sessions and not force: raise RestoreRefusedError(sessions, changes)
     with engine.connect() as conn:
         timescale = bool(conn.exec_driver_sql("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").scalar())
         if timescale: conn.exec_driver_sql("SELECT timescaledb_pre_restore()"); conn.commit()
@@ -93,8 +173,10 @@ def restore(src: str | Path, # a file written by `backup`
         _tool(["pg_restore", "--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error",
                f"--dbname={engine.url.database}", str(src)], engine)
     finally:
+        forget_schema_check(engine)
         if timescale:
             with engine.connect() as conn: conn.exec_driver_sql("SELECT timescaledb_post_restore()"); conn.commit()
+    return changes
 
 # %% ../../nbs/store/05_backup.ipynb #91b39bfb
 def _canon(v) -> str:

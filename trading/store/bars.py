@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
-from ..core.errors import DataValidationError, InputValidationError
+from ..core.errors import DataValidationError, InputValidationError, TradingError
 from ..core.instruments import instrument_from_symbol
 from ..data.bars import BAR_COLUMNS, validate_bars
 from ..data.snapshot import load_snapshot
-from .engine import is_sqlite, read, write
+from .engine import is_sqlite, read, write, write_retrying
+from .schema import bars as bars_table
 from .schema import epoch_us, to_utc_datetime
 
 # %% auto #0
@@ -33,11 +34,12 @@ ON_CONFLICT = ("error", "update", "ignore")
 
 @dataclass
 class IngestResult:
-    "What an ingest did: rows offered, inserted, updated (changed values) and left unchanged."
+    "What an ingest did: rows offered, inserted, updated (changed values), left unchanged (identical), and ignored (differing, kept as stored)."
     rows: int = 0
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    ignored: int = 0
     def __add__(self, o): return IngestResult(*(a + b for a, b in zip(asdict(self).values(), asdict(o).values())))
 
 def _differs(conn) -> str:
@@ -81,6 +83,16 @@ def _staged(conn: Connection) -> str:
     cols = ", ".join("timestamptz 'epoch' + ts_event * interval '1 microsecond' AS ts_event" if c == "ts_event" else c for c in _ALL)
     return f"(SELECT {cols} FROM _stage_bars)"
 
+def _lock_keys(conn: Connection):
+    """PostgreSQL: take a transaction-level advisory lock per (symbol, timeframe) being ingested, in sorted order.
+
+    Two ingests of the same keys then run one after the other: the second's conflict check sees the first's
+    committed bars (READ COMMITTED takes a new snapshot per statement), so "differs?" and the write act as one step.
+    SQLite needs nothing: `BEGIN IMMEDIATE` already serialises writers."""
+    if is_sqlite(conn): return
+    conn.exec_driver_sql("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(symbol || '|' || timeframe, 20130) AS k "
+                         "FROM _stage_bars ORDER BY k) keys")
+
 def _check_us(df: pd.DataFrame):
     ns = pd.DatetimeIndex(df["ts_event"]).as_unit("ns").asi8
     bad = ns % 1000 != 0
@@ -90,6 +102,10 @@ def _check_us(df: pd.DataFrame):
                                   symbol=str(df["symbol"].iloc[i]), ts_event=df["ts_event"].iloc[i], count=int(bad.sum()))
 
 # %% ../../nbs/store/03_bars.ipynb #10bf0085
+def _symbol_error(symbol: str, exc: Exception) -> DataValidationError:
+    msg = exc.errors()[0].get("msg", str(exc)) if hasattr(exc, "errors") else str(exc).splitlines()[0]
+    return DataValidationError("invalid_symbol", msg, symbol=symbol)
+
 def upsert_instruments(conn: Connection, # open write transaction
                        symbols: list[str], # symbols to register
                        calendar: str, # their calendar (XNYS, 24/7, weekdays)
@@ -103,23 +119,44 @@ def upsert_instruments(conn: Connection, # open write transaction
     for s in symbols:
         try: inst = instrument_from_symbol(s); ac, mult = inst.asset_class.value, inst.multiplier
         except InputValidationError: ac, mult = "other", 1
+        except ValueError as e: raise _symbol_error(s, e) from None  # a malformed ticker/pair/contract: typed, never pydantic's traceback
         rows.append(dict(symbol=s, asset_class=ac, calendar=calendar, currency="USD", multiplier=mult, meta=meta or {}))
     if not rows: return 0
     ins = (lite_insert if is_sqlite(conn) else pg_insert)(instruments)
     return conn.execute(ins.on_conflict_do_nothing(index_elements=["symbol"]), rows).rowcount
+
+def _validate(bars: pd.DataFrame, calendar, timeframe: str, max_gap, source: str):
+    "The importer's bar rules (and the calendar, when given), plus the store's column widths; every failure a `DataValidationError`."
+    try: validate_bars(bars, calendar=calendar, freq=timeframe, max_gap=max_gap, source=source)
+    except TradingError: raise
+    except (ValueError, TypeError, KeyError) as e:  # a malformed frame that the rules could not even read
+        raise DataValidationError("invalid_bars", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", source=source) from None
+
+def _check_widths(bars: pd.DataFrame, source: str = "ingest"):
+    "Symbols longer than the `symbol` column: PostgreSQL would refuse them untyped, SQLite would store them; refused here on both."
+    width = bars_table.c.symbol.type.length
+    long = bars["symbol"].astype(str).str.len().to_numpy() > width
+    if long.any():
+        i = int(np.argmax(long))
+        raise DataValidationError("symbol_too_long", f"symbols are at most {width} characters", symbol=str(bars["symbol"].iloc[i])[:width] + "...",
+                                  count=int(long.sum()), source=source)
 
 def ingest_bars_conn(conn: Connection, # open write transaction
                      bars: pd.DataFrame, # bars in the schema of trading.data.bars
                      timeframe: str = "1D", # bar length, part of the key
                      on_conflict: str = "error", # stored bar with other values: error, update or ignore
                      validate: bool = True, # check the bar rules before writing
+                     calendar: str | None = None, # calendar the bars must follow (None: no calendar checks)
+                     max_gap: int = 0, # largest tolerated run of missing calendar bars
                     ) -> IngestResult:
     "Write `bars` inside the caller's transaction (see `ingest_bars`)."
     if on_conflict not in ON_CONFLICT: raise InputValidationError("on_conflict", on_conflict, f"one of {ON_CONFLICT}")
     if len(bars) == 0: return IngestResult()
-    if validate: validate_bars(bars, source="ingest")
+    if validate: _validate(bars, calendar, timeframe, max_gap, "ingest")
+    _check_widths(bars)
     _check_us(bars)
     (_stage_sqlite if is_sqlite(conn) else _stage_postgres)(conn, bars, timeframe)
+    _lock_keys(conn)  # from here to commit no other ingest touches these keys: check and write act as one step
     key = " AND ".join(f"b.{k} = s.{k}" for k in _KEY)
     conflicts = conn.exec_driver_sql(f"SELECT s.symbol, s.ts_event FROM {_staged(conn)} s JOIN bars b ON {key} WHERE {_differs(conn)}").all()
     if conflicts and on_conflict == "error":
@@ -132,23 +169,31 @@ def ingest_bars_conn(conn: Connection, # open write transaction
         sets = ", ".join(f"{c} = excluded.{c}" for c in _VALUE_COLS)
         dist = _differs(conn).replace("s.", "excluded.")
         n = conn.exec_driver_sql(f"INSERT INTO bars AS b ({cols}) {sel} ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET {sets} WHERE {dist}").rowcount
-        updated = len(conflicts)
+        updated, ignored = len(conflicts), 0
         inserted = n - updated
     else:
         inserted, updated = conn.exec_driver_sql(f"INSERT INTO bars ({cols}) {sel} ON CONFLICT DO NOTHING").rowcount, 0
-    return IngestResult(len(bars), inserted, updated, len(bars) - inserted - updated)
+        ignored = len(conflicts)
+    return IngestResult(len(bars), inserted, updated, len(bars) - inserted - updated - ignored, ignored)
 
 def ingest_bars(engine: Engine, # engine from make_engine
                 bars: pd.DataFrame, # bars in the schema of trading.data.bars
-                calendar: str, # calendar of these symbols, recorded in `instruments`
+                calendar: str, # calendar of these symbols, recorded in `instruments` (and checked when `validate`)
                 timeframe: str = "1D", # bar length
                 on_conflict: str = "error", # stored bar with other values: error, update or ignore
-                validate: bool = True, # check the bar rules before writing
+                validate: bool = True, # check the bar rules (and the calendar) before writing
+                max_gap: int = 0, # largest tolerated run of missing calendar bars
+                attempts: int = 5, # tries when a lock cannot be had (StoreBusyError after the last)
                ) -> IngestResult:
     "Write `bars` (and their instruments) in one transaction: all rows or none; identical re-ingests change nothing."
-    with write(engine) as conn:
+    if on_conflict not in ON_CONFLICT: raise InputValidationError("on_conflict", on_conflict, f"one of {ON_CONFLICT}")
+    if len(bars):  # before the instruments are touched
+        if validate: _validate(bars, calendar, timeframe, max_gap, "ingest")
+        _check_widths(bars)
+    def work(conn):
         upsert_instruments(conn, sorted(bars["symbol"].unique().tolist()) if len(bars) else [], calendar)
-        return ingest_bars_conn(conn, bars, timeframe, on_conflict, validate)
+        return ingest_bars_conn(conn, bars, timeframe, on_conflict, validate=False)
+    return write_retrying(engine, work, attempts=attempts)
 
 # %% ../../nbs/store/03_bars.ipynb #1bb48607
 def ingest_snapshot(engine: Engine, # engine from make_engine
@@ -162,9 +207,8 @@ def ingest_snapshot(engine: Engine, # engine from make_engine
     names = snap.datasets if datasets is None else list(datasets)
     for n in names:
         if n not in snap.datasets: raise InputValidationError("datasets", n, f"snapshot {path} has {snap.datasets}")
-    out = {}
-    t0 = time.perf_counter()
-    with write(engine) as conn:
+    def work(conn):
+        out, t0 = {}, time.perf_counter()
         for n in names:
             meta = snap.manifest["datasets"][n]
             bars = snap.bars(n)  # verified against the manifest's hash and validated against its calendar
@@ -173,7 +217,8 @@ def ingest_snapshot(engine: Engine, # engine from make_engine
         manifest_sha = hashlib.sha256((Path(path) / "manifest.json").read_bytes()).hexdigest()
         append_event(conn, "ingest", "trading.store.bars", dict(path=str(path), manifest_sha256=manifest_sha,
                      seconds=round(time.perf_counter() - t0, 3), datasets={k: asdict(v) for k, v in out.items()}))
-    return out
+        return out
+    return write_retrying(engine, work)
 
 # %% ../../nbs/store/03_bars.ipynb #7d81646e
 def read_bars(engine_or_conn, # engine, or a connection inside a read transaction

@@ -15,12 +15,23 @@ from ..core.settings import mask_url_password
 __all__ = ['main']
 
 # %% ../../nbs/store/07_cli.ipynb #463adec8
+def _seconds(text: str) -> float:
+    "argparse type: a finite number of seconds >= 0."
+    try: v = float(text)
+    except ValueError: v = float("nan")
+    if not (0 <= v < 1e7): raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return v
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trading-db", description="The trading store: migrations, ingest, backup, restore, data quality.")
     p.add_argument("--url", default=None, help="database URL (default: TRADING_DB_URL, else sqlite:///trading.db)")
+    p.add_argument("--lock-timeout", type=_seconds, default=None, help="seconds to wait for a lock before giving up (default 10)")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("upgrade", help="apply migrations")
     up.add_argument("--revision", default="head")
+    down = sub.add_parser("downgrade", help="undo migrations down to a revision (refuses to drop data without --yes)")
+    down.add_argument("--revision", required=True, help="target revision id, or base")
+    down.add_argument("--yes", action="store_true", help="allow dropping tables and columns that hold rows")
     sub.add_parser("current", help="show the revision the database is at")
     ing = sub.add_parser("ingest", help="load a data/ snapshot's bars (idempotent, one transaction)")
     ing.add_argument("--dir", default="data")
@@ -30,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("file")
     r = sub.add_parser("restore", help="replace the database's contents with a backup")
     r.add_argument("file")
+    r.add_argument("--force", action="store_true", help="restore even while other sessions are connected (their later commits are lost)")
     q = sub.add_parser("quality", help="per-symbol data-quality report")
     q.add_argument("--as-of", default=None, help="staleness measured at this time (default: now)")
     q.add_argument("--outlier-z", type=float, default=8.0)
@@ -38,17 +50,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 def main(argv: list[str] | None = None) -> int:
-    "trading-db: upgrade, current, ingest, backup, restore, quality."
+    "trading-db: upgrade, downgrade, current, ingest, backup, restore, quality."
     a = _parser().parse_args(argv)
-    where = "the database"
+    where, eng = "the database", None
     try:
         from trading.store.engine import make_engine, normalize_url
         url = normalize_url(a.url)
-        eng = make_engine(url)
+        eng = make_engine(url) if a.lock_timeout is None else make_engine(url, lock_timeout=a.lock_timeout)
         where = mask_url_password(url)
         if a.cmd == "upgrade":
             from trading.store.migrate import upgrade
             print(f"{where}: at revision {upgrade(eng, a.revision)}")
+        elif a.cmd == "downgrade":
+            from trading.store.migrate import downgrade
+            print(f"{where}: at revision {downgrade(eng, a.revision, drop_data=a.yes)}")
         elif a.cmd == "current":
             from trading.store.migrate import current_revision, head_revision
             print(f"{where}: at revision {current_revision(eng)} (head {head_revision()})")
@@ -57,14 +72,16 @@ def main(argv: list[str] | None = None) -> int:
             from trading.store.migrate import current_revision, head_revision
             if current_revision(eng) != head_revision(): raise TradingError(f"{where} is at revision {current_revision(eng)}: run `trading-db upgrade` first")
             res = ingest_snapshot(eng, a.dir, a.datasets.split(",") if a.datasets else None, a.on_conflict)
-            for k, v in res.items(): print(f"{k:12s} rows={v.rows} inserted={v.inserted} updated={v.updated} unchanged={v.unchanged}")
+            for k, v in res.items(): print(f"{k:12s} rows={v.rows} inserted={v.inserted} updated={v.updated} unchanged={v.unchanged} ignored={v.ignored}")
             print(f"{where}: {sum(v.inserted for v in res.values())} bars inserted")
         elif a.cmd == "backup":
             from trading.store.backup import backup
             print(f"{where}: backed up to {backup(eng, a.file)}")
         elif a.cmd == "restore":
             from trading.store.backup import restore
-            restore(a.file, eng)
+            from trading.store.backup import _describe_change
+            changed = restore(a.file, eng, force=a.force)
+            for t, c in changed.items(): print(f"  {t}: replaced {_describe_change(c)}")
             print(f"{where}: restored from {a.file}")
         elif a.cmd == "quality":
             import pandas as pd
@@ -81,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(getattr(e, "orig", e)).strip().splitlines()[0]  # the driver's words, without SQLAlchemy's echo of parameters
         print(f"trading-db: error: cannot use {where}: {mask_url_password(msg)}", file=sys.stderr)
         return 2
+    finally:
+        if eng is not None: eng.dispose()  # an in-process caller (a notebook, a test) keeps no connection of ours open
     return 0
 
 # %% ../../nbs/store/07_cli.ipynb #6810e64b

@@ -7,22 +7,27 @@ Docs: https://trading-dev.github.io/trading/store/engine.html.md"""
 # %% ../../nbs/store/01_engine.ipynb #db5f700d
 from __future__ import annotations
 import contextlib
+import random
 import re
 import sqlite3
-from collections.abc import Iterator
+import time
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from ..core.errors import DataValidationError, InputValidationError
+from ..core.errors import DataValidationError, InputValidationError, TradingError
 from ..core.settings import Settings, mask_url_password
 
 # %% auto #0
-__all__ = ['SQLITE_PRAGMAS', 'normalize_url', 'is_sqlite', 'make_engine', 'StoreIntegrityError', 'integrity_error', 'write',
-           'read', 'has_timescaledb', 'enable_timescaledb', 'describe']
+__all__ = ['SQLITE_PRAGMAS', 'LOCK_TIMEOUT_S', 'normalize_url', 'is_sqlite', 'make_engine', 'StoreIntegrityError',
+           'StoreBusyError', 'SchemaVersionError', 'integrity_error', 'busy_error', 'forget_schema_check',
+           'check_schema', 'write', 'write_retrying', 'read', 'has_timescaledb', 'enable_timescaledb', 'describe']
 
 # %% ../../nbs/store/01_engine.ipynb #76648800
 SQLITE_PRAGMAS = {"journal_mode": "WAL", "synchronous": "NORMAL", "foreign_keys": "ON", "busy_timeout": "10000",
                   "temp_store": "MEMORY", "cache_size": "-65536"}
+LOCK_TIMEOUT_S = 10.0  # longest wait for a lock (a row, a table, an advisory lock, SQLite's write lock) before StoreBusyError
 
 def normalize_url(url: str | None = None, # database URL; None reads Settings().db_url (TRADING_DB_URL)
                  ) -> str:
@@ -41,23 +46,38 @@ def is_sqlite(bind) -> bool:
     "True when `bind` (engine or connection) talks to SQLite."
     return bind.dialect.name == "sqlite"
 
+def _check_timeout(name: str, seconds) -> int:
+    "Milliseconds for a timeout given in seconds (None or 0: no bound)."
+    if seconds is None: return 0
+    try: ok = float(seconds) >= 0 and float(seconds) < 1e7
+    except (TypeError, ValueError): ok = False
+    if not ok: raise InputValidationError(name, seconds, "a number of seconds, >= 0 (0: no bound)")
+    return int(round(float(seconds) * 1000))
+
 def make_engine(url: str | None = None, # database URL; None reads TRADING_DB_URL (default sqlite:///trading.db)
                 echo: bool = False, # log every SQL statement
                 durable: bool = False, # SQLite: synchronous=FULL, so a commit survives power loss (the order journal needs it)
+                lock_timeout: float | None = LOCK_TIMEOUT_S, # seconds to wait for any lock before StoreBusyError (SQLite busy_timeout, PostgreSQL lock_timeout); 0: wait forever
+                statement_timeout: float | None = None, # PostgreSQL: seconds a statement may run before it is cancelled; None: no bound (bulk ingests)
                ) -> Engine:
-    "An engine for `url`: SQLite in WAL mode with the pragmas above, or PostgreSQL through psycopg 3."
+    "An engine for `url`: SQLite in WAL mode with the pragmas above, or PostgreSQL through psycopg 3; every lock wait bounded."
     url = normalize_url(url)
     u = make_url(url)
+    lock_ms, stmt_ms = _check_timeout("lock_timeout", lock_timeout), _check_timeout("statement_timeout", statement_timeout)
     if u.get_backend_name() != "sqlite":
-        return create_engine(url, echo=echo, pool_pre_ping=True)
+        # session defaults sent at connect time: no statement of ours, nor of a caller's raw SQL, waits unbounded
+        opts = f"-c lock_timeout={lock_ms} -c statement_timeout={stmt_ms}"
+        return create_engine(url, echo=echo, pool_pre_ping=True, connect_args={"options": opts})
     if u.database and u.database != ":memory:": Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-    eng = create_engine(url, echo=echo, connect_args={"timeout": 10})
+    lock_ms = lock_ms or 2**31 - 1  # SQLite's 0 would mean "fail at once"; the caller asked for no bound
+    eng = create_engine(url, echo=echo, connect_args={"timeout": lock_ms / 1000})
+    pragmas = {**SQLITE_PRAGMAS, "busy_timeout": str(lock_ms), **({"synchronous": "FULL"} if durable else {})}
 
     @event.listens_for(eng, "connect")
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
         cur = dbapi_conn.cursor()
-        for k, v in {**SQLITE_PRAGMAS, **({"synchronous": "FULL"} if durable else {})}.items(): cur.execute(f"PRAGMA {k}={v}")
+        for k, v in pragmas.items(): cur.execute(f"PRAGMA {k}={v}")
         cur.close()
 
     @event.listens_for(eng, "begin")
@@ -75,16 +95,38 @@ class StoreIntegrityError(DataValidationError):
         self.constraint, self.table = constraint, table
         super().__init__(rule, f"{constraint or table or 'constraint'}: {message}", source=table)
 
-_PG_RULES = {"23505": "unique_violation", "23503": "foreign_key_violation", "23514": "check_violation", "23502": "not_null_violation"}
+class StoreBusyError(TradingError):
+    "A lock could not be had in time (or a deadlock/serialization failure); the transaction was rolled back and may be retried."
+    def __init__(self, rule: str, # lock_timeout, deadlock, lock_not_available, serialization_failure or database_locked
+                 message: str, # the database's own words
+                 attempts: int = 1): # tries made before giving up
+        self.rule, self.attempts, self.retryable = rule, attempts, True
+        super().__init__(f"{rule}: {message}" + (f" (after {attempts} attempts)" if attempts > 1 else ""))
+
+class SchemaVersionError(TradingError):
+    "The database is at a schema revision this code does not know (newer or foreign); nothing was written."
+    def __init__(self, found: str | None, # revision in the database's alembic_version
+                 expected: str, # head revision of this code
+                 what: str = "writes"): # what was refused
+        self.found, self.expected = found, expected
+        super().__init__(f"database is at schema revision {found!r}, this code knows revisions up to {expected!r}: "
+                         f"{what} refused (upgrade the trading package, or restore a backup made by this version)")
+
+_PG_RULES = {"23505": "unique_violation", "23503": "foreign_key_violation", "23514": "check_violation", "23502": "not_null_violation",
+             "22001": "value_too_long"}
+_PG_BUSY = {"55P03": "lock_not_available", "40P01": "deadlock", "40001": "serialization_failure"}
 _LITE_RULES = [("UNIQUE constraint failed", "unique_violation"), ("FOREIGN KEY constraint failed", "foreign_key_violation"),
                ("CHECK constraint failed", "check_violation"), ("NOT NULL constraint failed", "not_null_violation"),
                ("PRIMARY KEY constraint", "unique_violation"), ("append-only", "append_only")]
+
+def _first_line(orig) -> str:
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
 
 def integrity_error(exc: Exception) -> StoreIntegrityError | None:
     "The typed error for a driver's integrity error (SQLAlchemy-wrapped or not); None if `exc` is another error."
     orig = getattr(exc, "orig", exc)
     if not (isinstance(orig, sqlite3.Error) or hasattr(orig, "sqlstate")): return None
-    msg = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    msg = _first_line(orig)
     if "append-only" in str(orig):
         return StoreIntegrityError("append_only", msg, constraint="events_append_only", table="events")
     sqlstate = getattr(orig, "sqlstate", None)
@@ -101,19 +143,72 @@ def integrity_error(exc: Exception) -> StoreIntegrityError | None:
         return StoreIntegrityError("integrity_violation", msg)
     return None
 
+def busy_error(exc: Exception) -> StoreBusyError | None:
+    "The typed error for a transient lock failure (PostgreSQL lock timeout, deadlock, serialization; SQLite locked/busy); None otherwise."
+    orig = getattr(exc, "orig", exc)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in _PG_BUSY: return StoreBusyError(_PG_BUSY[sqlstate], _first_line(orig))
+    if sqlstate == "57014" and "lock timeout" in str(orig): return StoreBusyError("lock_timeout", _first_line(orig))
+    if isinstance(orig, sqlite3.OperationalError) and re.search(r"database (table )?is (locked|busy)", str(orig)):
+        return StoreBusyError("database_locked", _first_line(orig))
+    return None
+
+# %% ../../nbs/store/01_engine.ipynb #f33d02e4
+_SCHEMA_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engines whose revision was found known
+
+def forget_schema_check(engine: Engine) -> None:
+    "Drop the cached revision check of `engine` (after an upgrade/downgrade or a restore)."
+    _SCHEMA_OK.pop(engine, None)
+
+def check_schema(conn: Connection, # any connection, inside a transaction
+                 what: str = "writes", # what is refused, for the message
+                ) -> str | None:
+    "Raise `SchemaVersionError` when the database carries a revision this code does not know; returns the revision (None: never migrated)."
+    from trading.store.migrate import revisions
+    has_table = conn.exec_driver_sql(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'" if is_sqlite(conn)
+        else "SELECT count(*) FROM pg_tables WHERE tablename = 'alembic_version' AND schemaname = current_schema()").scalar()
+    if not has_table: return None
+    found = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+    known = revisions()
+    if len(found) != 1 or found[0] not in known: raise SchemaVersionError(",".join(found) or None, known[-1], what)
+    return found[0]
+
 @contextlib.contextmanager
 def write(engine: Engine, # engine from `make_engine`
+          check_revision: bool = True, # refuse a database at an unknown schema revision (migrations pass False)
          ) -> Iterator[Connection]:
-    "A write transaction (BEGIN IMMEDIATE on SQLite): committed on success, rolled back whole on any error; constraint errors come out typed."
+    "A write transaction (BEGIN IMMEDIATE on SQLite): committed on success, rolled back whole on any error; constraint and lock errors come out typed."
     with engine.connect() as conn:
         if is_sqlite(conn): conn.execution_options(sqlite_write=True)
         try:
             with conn.begin():
+                if check_revision and engine not in _SCHEMA_OK:
+                    check_schema(conn)
+                    _SCHEMA_OK[engine] = True
                 yield conn
         except Exception as e:  # SQLAlchemy-wrapped, or raw from a driver fast path (executemany, COPY)
-            typed = integrity_error(e)
+            typed = integrity_error(e) or busy_error(e)
             if typed is not None: raise typed from e
             raise
+
+def write_retrying(engine: Engine, # engine from `make_engine`
+                   fn: Callable[[Connection], object], # the transaction's work; called again (in a new transaction) after a transient lock failure
+                   attempts: int = 5, # tries in all
+                   backoff: float = 0.05, # seconds before the second try; doubled (with jitter) each time, at most `max_backoff`
+                   max_backoff: float = 2.0, # longest pause between two tries, seconds
+                   sleep=time.sleep, # injectable for tests
+                  ):
+    "Run `fn(conn)` in `write(engine)`; retry it on `StoreBusyError` up to `attempts` times, then raise the last one (with the count)."
+    for attempt in range(1, attempts + 1):
+        try:
+            with write(engine) as conn: return fn(conn)
+        except StoreBusyError as e:
+            if attempt == attempts:
+                e.attempts = attempts
+                e.args = (f"{e.args[0]} (gave up after {attempts} attempts)",)
+                raise
+            sleep(min(max_backoff, backoff * 2 ** (attempt - 1)) * (0.5 + random.random()))
 
 @contextlib.contextmanager
 def read(engine: Engine, # engine from `make_engine`

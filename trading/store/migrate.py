@@ -6,15 +6,25 @@ Docs: https://trading-dev.github.io/trading/store/migrations.html.md"""
 
 # %% ../../nbs/store/02_migrations.ipynb #ef01e3d2
 from __future__ import annotations
+import functools
 from pathlib import Path
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
-from ..core.errors import InputValidationError
-from .engine import write, read
+from ..core.errors import InputValidationError, TradingError
+from .engine import check_schema, forget_schema_check, is_sqlite, write, read
 from .schema import metadata
 
 import trading.store as _store_pkg
 SCRIPT_LOCATION = Path(_store_pkg.__file__).parent / "migrations"  # the script directory inside the installed package
+MIGRATION_LOCK_KEY = 0x74726164696E67  # PostgreSQL advisory lock id ("trading") that serialises migrations
+MIGRATION_LOCK_TIMEOUT_S = 300  # how long a second upgrade waits for the first before StoreBusyError
+
+class DestructiveMigrationError(TradingError):
+    "A downgrade would drop tables or columns that hold data; it was rolled back. Pass drop_data=True (CLI: --yes) to go ahead."
+    def __init__(self, revision: str, lost: dict[str, int]): # target revision; table or table.column -> rows it held
+        self.revision, self.lost = revision, lost
+        what = ", ".join(f"{k} ({n} rows)" for k, n in lost.items())
+        super().__init__(f"downgrade to {revision} would drop {what}; nothing was changed (confirm with --yes / drop_data=True)")
 
 def alembic_config(url: str | None = None, # database URL for the `alembic` command line; None when a connection is passed
                   ):
@@ -25,21 +35,53 @@ def alembic_config(url: str | None = None, # database URL for the `alembic` comm
     if url: cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
-def revisions() -> list[str]:
-    "Revision ids from the first to head."
+@functools.lru_cache(maxsize=1)
+def _revisions() -> tuple[str, ...]:
     from alembic.script import ScriptDirectory
-    return [s.revision for s in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))]
+    return tuple(s.revision for s in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions())))
+
+def revisions() -> list[str]:
+    "Revision ids from the first to head (read once per process: the script directory ships with the package)."
+    return list(_revisions())
 
 def head_revision() -> str: return revisions()[-1]
 
-def _run(engine: Engine, fn, revision: str):
+def _footprint(conn) -> dict[str, tuple[int, set[str]]]:
+    "Per table: (rows, column names)."
+    insp = inspect(conn)
+    return {t: (conn.exec_driver_sql(f'SELECT count(*) FROM "{t}"').scalar(), {c["name"] for c in insp.get_columns(t)})
+            for t in insp.get_table_names() if t != "alembic_version"}
+
+def _lost(before: dict, after: dict) -> dict[str, int]:
+    "What a migration removed that held data: dropped tables with rows, dropped columns of tables with rows."
+    out = {}
+    for t, (rows, cols) in before.items():
+        if not rows: continue
+        if t not in after: out[t] = rows
+        else: out.update({f"{t}.{c}": rows for c in sorted(cols - after[t][1])})
+    return out
+
+def _run(engine: Engine, fn, revision: str, drop_data: bool = True):
     from alembic import command
+    from alembic.util import CommandError
     known = revisions() + ["head", "base"]
     if revision not in known: raise InputValidationError("revision", revision, f"known revisions are {known}")
     cfg = alembic_config()
-    with write(engine) as conn:
-        cfg.attributes["connection"] = conn
-        getattr(command, fn)(cfg, revision)
+    try:
+        with write(engine, check_revision=False) as conn:
+            if not is_sqlite(conn):  # one migrator at a time; the lock goes with the transaction
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT_S}s'")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+            check_schema(conn, what=f"{fn} to {revision}")
+            before = _footprint(conn) if fn == "downgrade" and not drop_data else None
+            cfg.attributes["connection"] = conn
+            getattr(command, fn)(cfg, revision)
+            if before is not None and (lost := _lost(before, _footprint(conn))):
+                raise DestructiveMigrationError(revision, lost)  # rolls the downgrade back
+    except CommandError as e:  # e.g. a downgrade "to" a later revision
+        raise InputValidationError("revision", revision, str(e).splitlines()[0]) from None
+    finally:
+        forget_schema_check(engine)
 
 def upgrade(engine: Engine, # engine from `make_engine`
             revision: str = "head", # target revision id
@@ -50,9 +92,10 @@ def upgrade(engine: Engine, # engine from `make_engine`
 
 def downgrade(engine: Engine, # engine from `make_engine`
               revision: str, # target revision id, or "base" for an empty database
+              drop_data: bool = False, # allow dropping tables/columns that hold rows
              ) -> str | None:
-    "Downgrade the database to `revision` in one transaction; returns the revision it is at."
-    _run(engine, "downgrade", revision)
+    "Downgrade the database to `revision` in one transaction, refusing to drop data unless `drop_data`; returns the revision it is at."
+    _run(engine, "downgrade", revision, drop_data)
     return current_revision(engine)
 
 def current_revision(engine: Engine) -> str | None:
@@ -68,5 +111,5 @@ def schema_diff(engine: Engine) -> list:
         return compare_metadata(MigrationContext.configure(conn, opts=dict(compare_type=False)), metadata)
 
 # %% auto #0
-__all__ = ['SCRIPT_LOCATION', 'alembic_config', 'revisions', 'head_revision', 'upgrade', 'downgrade', 'current_revision',
-           'schema_diff']
+__all__ = ['SCRIPT_LOCATION', 'MIGRATION_LOCK_KEY', 'MIGRATION_LOCK_TIMEOUT_S', 'DestructiveMigrationError', 'alembic_config',
+           'revisions', 'head_revision', 'upgrade', 'downgrade', 'current_revision', 'schema_diff']

@@ -21,6 +21,6 @@ def run_migrations():
     conn = context.config.attributes.get("connection")
     if conn is not None: return _run(conn)
     import trading.store.engine as engine
-    with engine.write(engine.make_engine(context.config.get_main_option("sqlalchemy.url") or None)) as conn: _run(conn)
+    with engine.write(engine.make_engine(context.config.get_main_option("sqlalchemy.url") or None), check_revision=False) as conn: _run(conn)  # the `alembic` command line: it may fix a revision
 
 if getattr(context, "_proxy", None) is not None and not context.is_offline_mode(): run_migrations()
