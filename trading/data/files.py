@@ -17,7 +17,7 @@ from .bars import _check_order, symbol_problem
 from .sources import BarSource
 
 # %% auto #0
-__all__ = ['REQUIRED_COLUMNS', 'OPTIONAL_COLUMNS', 'read_bar_file', 'FileSource']
+__all__ = ['REQUIRED_COLUMNS', 'OPTIONAL_COLUMNS', 'read_file_bytes', 'read_bar_file', 'FileSource']
 
 # %% ../../nbs/data/08_files.ipynb #72b43c0d
 REQUIRED_COLUMNS = ["ts_event", "symbol", "close"]
@@ -26,12 +26,17 @@ _NUMERIC = ["open", "high", "low", "close", "volume"]
 _MISSING_TEXT = {"", "nan", "na", "n/a", "null", "none"}
 _AWARE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 
-def _read_table(path: Path, src: str) -> tuple[pd.DataFrame, str]:
-    "The file as a frame (CSV cells as text, Parquet with its own types) and the sha256 of the very bytes parsed."
+def read_file_bytes(path: Path, src: str) -> bytes:
+    "The file's bytes, read once: whatever is hashed, parsed and recorded comes from this one read (a file being appended to must not be seen twice)."
     if not path.is_file(): raise InputValidationError("path", src, "no such file")
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
     if suffix not in (".csv", ".csv.gz", ".txt", ".parquet", ".pq"): raise InputValidationError("path", src, "expected a .csv, .csv.gz or .parquet file")
-    data = path.read_bytes()  # read once: a file being appended to must not be hashed and parsed as two different versions
+    return path.read_bytes()
+
+def _read_table(path: Path, src: str, data: bytes | None = None) -> tuple[pd.DataFrame, str]:
+    "The file as a frame (CSV cells as text, Parquet with its own types) and the sha256 of the very bytes parsed."
+    if data is None: data = read_file_bytes(path, src)
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
     digest = hashlib.sha256(data).hexdigest()
     if not data: raise DataValidationError("empty_file", "file is empty (0 bytes)", source=src)
     if suffix in (".csv", ".csv.gz", ".txt"):
@@ -135,11 +140,12 @@ def _rows_of(df: pd.DataFrame, symbol, ts_event) -> np.ndarray:
 def read_bar_file(path: str | Path, # a .csv, .csv.gz or .parquet file following the column contract
                   tz: str = "UTC", # timezone of naive timestamps
                   daily: bool = True, # daily bars (label = date as written) or intraday (instant in UTC)
+                  data: bytes | None = None, # the file's bytes when already read (see `read_file_bytes`); None reads them
                  ) -> pd.DataFrame:
     "One file under the column contract, with UTC `ts_event` and float prices; refuses contract breaches. `attrs['sha256']` hashes the bytes parsed."
     path = Path(path)
     src = str(path)
-    df, digest = _read_table(path, src)
+    df, digest = _read_table(path, src, data)
     typed = path.suffix.lower() in (".parquet", ".pq")
     cols = [str(c).strip().lower() for c in df.columns]
     if not typed:  # pandas renames a repeated CSV header `close` to `close.1`
@@ -199,23 +205,30 @@ class FileSource(BarSource):
                  calendar: str | dict = "XNYS", # calendar of every symbol, or symbol -> calendar
                  max_gap: int = 0, # consecutive missing calendar bars tolerated
                  tz: str = "UTC", # timezone of naive timestamps
+                 universe: list[str] | None = None, # when known: every symbol in the files must belong to it
                 ):
         self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
         if not self.paths: raise InputValidationError("paths", paths, "give at least one file")
         self._allowed = None if symbols is None else list(dict.fromkeys(symbols))
         self.calendar, self.max_gap, self.tz = calendar, max_gap, tz
+        self._universe = None if universe is None else set(universe)
         self._cache: dict[bool, pd.DataFrame] = {}
         self.file_hashes: dict[str, str] = {}  # path -> sha256 of the bytes that were parsed
+        self._bytes: dict[str, bytes] = {}  # path -> its bytes, read once for every parse (daily and intraday)
 
     def _frame(self, daily: bool) -> pd.DataFrame:
         if daily not in self._cache:
             parts = []
             for p in self.paths:
-                df = read_bar_file(p, self.tz, daily)
+                if str(p) not in self._bytes: self._bytes[str(p)] = read_file_bytes(p, str(p))
+                df = read_bar_file(p, self.tz, daily, data=self._bytes[str(p)])
                 self.file_hashes[str(p)] = df.attrs["sha256"]
                 if self._allowed is not None:
                     bad = ~df["symbol"].isin(self._allowed).to_numpy()
                     if bad.any(): raise UnknownSymbolError(str(df["symbol"].iloc[int(np.argmax(bad))]), f"the requested symbols {self._allowed} (file {p}, row {int(np.argmax(bad)) + 1})")
+                if self._universe is not None:
+                    bad = ~df["symbol"].isin(self._universe).to_numpy()
+                    if bad.any(): raise UnknownSymbolError(str(df["symbol"].iloc[int(np.argmax(bad))]), f"the universe (file {p}, row {int(np.argmax(bad)) + 1})")
                 # provenance is the file kind, not its name: the same bars from a renamed file are the same bars
                 parts.append(df.assign(source="file", _file=str(p), _row=np.arange(1, len(df) + 1)))
             self._cache[daily] = _merge_files(pd.concat(parts, ignore_index=True))
