@@ -48,9 +48,10 @@ def to_bar_schema(df: pd.DataFrame, # frame with at least `ts_event`, `symbol`, 
     return out[BAR_COLUMNS].astype({"symbol": "string", "source": "string"})
 
 # %% ../../nbs/data/01_bars.ipynb #d78cae70
+# the forms `trading.core.instruments` builds instruments from, made strict about separators
 SYMBOL_GRAMMAR = {
-    "equity": r"\^?[A-Z0-9](?:[.\-]?[A-Z0-9]){0,15}",
-    "crypto": r"[A-Z0-9]{1,16}/[A-Z0-9]{1,16}(?::[A-Z0-9]{1,16})?",
+    "equity": r"(?=.{1,10}$)[A-Z](?:[.\-]?[A-Z0-9])*",
+    "crypto": r"[A-Z0-9]{2,12}/[A-Z0-9]{2,12}",
     "option": r"[A-Z0-9.]{1,6} {0,5}\d{6}[CP]\d{8}",
 }
 _GRAMMAR = {k: re.compile(v) for k, v in SYMBOL_GRAMMAR.items()}

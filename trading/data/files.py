@@ -104,8 +104,9 @@ def _timestamps(df: pd.DataFrame, tz: str, daily: bool, src: str) -> pd.Series:
     aware = text.str.contains(_AWARE, regex=True).to_numpy()
     if aware.any() and not aware.all():
         i, j = int(np.argmax(aware)), int(np.argmax(~aware))
+        odd = i if aware.sum() <= (~aware).sum() else j  # name a row of the minority kind: that is the likely stray
         raise DataValidationError("mixed_timezones", f"ts_event mixes values with an offset (row {i + 1}: {text.iloc[i]!r}) and without (row {j + 1}: {text.iloc[j]!r})",
-                                  symbol=_sym(df, j), source=src, row=j + 1)
+                                  symbol=_sym(df, odd), count=int(min(aware.sum(), (~aware).sum())), source=src, row=odd + 1)
     if daily and aware.all():
         offsets = _offset_minutes(text)
         if offsets.nunique() > 1:  # legitimate only when every offset is `tz`'s own at that instant (daylight saving)
@@ -169,6 +170,11 @@ def read_bar_file(path: str | Path, # a .csv, .csv.gz or .parquet file following
     out = pd.DataFrame({"ts_event": _timestamps(df, tz, daily, src), "symbol": symbols.astype("string")})
     for c in _NUMERIC:
         out[c] = _numbers(df, c, src, typed) if c in df.columns else np.nan
+    future = (out["ts_event"] > pd.Timestamp.now(tz="UTC") + pd.Timedelta("1D")).to_numpy()
+    if future.any():  # before the order check: a stray future date would otherwise be reported as the next row going backwards
+        i = int(np.argmax(future))
+        raise DataValidationError("future_timestamp", "bar is labelled more than a day after now", symbol=str(out["symbol"].iloc[i]),
+                                  ts_event=out["ts_event"].iloc[i], count=int(future.sum()), source=src, row=i + 1)
     try: _check_order(out, src)  # duplicates and backwards steps, in file order
     except DataValidationError as e:
         rows = _rows_of(out, e.symbol, e.ts_event)
