@@ -57,6 +57,19 @@ CASES = [
     ("duplicate_timestamps.parquet", DVE, "duplicate_timestamp", "2024-01-05"),
     ("boolean_volume.parquet", DVE, "wrong_dtype", "volume"),
     ("corrupt.parquet", DVE, "unreadable_file", "corrupt.parquet"),
+    ("overflow_close.csv", DVE, "non_finite", "row=4"),
+    ("huge_price.csv", DVE, "price_out_of_bounds", "2024-01-04"),
+    ("huge_volume.csv", DVE, "volume_out_of_bounds", "2024-01-03"),
+    ("price_jump.csv", DVE, "price_jump", "row=4"),
+    ("future_timestamp.csv", DVE, "future_timestamp", "row=5"),
+    ("mixed_utc_offsets.csv", DVE, "mixed_utc_offsets", "row=3"),
+    ("unparseable_among_offsets.csv", DVE, "unparseable_timestamp", "tomorrow"),
+    ("path_symbol.csv", DVE, "bad_symbol", "row=2"),
+    ("sql_symbol.csv", DVE, "bad_symbol", "row=3"),
+    ("long_symbol.csv", DVE, "bad_symbol", "20000 characters"),
+    ("control_char_symbol.csv", DVE, "bad_symbol", "control characters"),
+    ("numbers_as_text.parquet", DVE, "wrong_dtype", "numbers are required"),
+    ("infinite_close.parquet", DVE, "non_finite", "row=3"),
     ("alpaca_null_close.json", DVE, "nan_price", "2024-01-04"),
     ("alpaca_high_below_low.json", DVE, "high_below_low", "2024-01-03"),
     ("alpaca_unknown_symbol.json", USE, None, "ZZZQ"),
@@ -140,7 +153,7 @@ def test_bad_input_is_refused_and_nothing_is_written(case, error, rule, contains
         assert info.value.rule == rule, msg
         assert f"[{rule}]" in msg
     assert contains in msg, msg
-    assert "corpus-secret" not in msg
+    assert "corpus-secret" not in msg and len(msg) < 1000  # a 20,000-character symbol is quoted, not copied
     assert _tree(target) == before  # the previous snapshot is intact, byte for byte
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary directory left beside it
 

@@ -113,11 +113,12 @@ def _timestamps(df: pd.DataFrame, tz: str, daily: bool, src: str) -> pd.Series:
             expected = instants.dt.tz_convert(tz).map(lambda t: t.utcoffset().total_seconds() / 60)
             wrong = (offsets != expected).to_numpy()
             if wrong.any():
-                i = int(np.argmax(wrong))
-                seen = sorted({f"{int(m) // 60:+03d}:{abs(int(m)) % 60:02d}" for m in offsets.unique()})
-                raise DataValidationError("mixed_utc_offsets", f"ts_event row {i + 1} ({text.iloc[i]!r}) has another UTC offset than {tz} there; the file mixes {seen}, "
-                                          "so the dates written are not of one clock (pass the file's timezone as tz, or write one offset)",
-                                          symbol=_sym(df, i), count=int(wrong.sum()), source=src, row=i + 1)
+                stray = (offsets != offsets.mode().iloc[0]).to_numpy()  # name the first row off the file's usual offset
+                i = int(np.argmax(stray))
+                hhmm = lambda m: f"{'-' if m < 0 else '+'}{int(abs(m)) // 60:02d}:{int(abs(m)) % 60:02d}"
+                raise DataValidationError("mixed_utc_offsets", f"ts_event row {i + 1} ({text.iloc[i]!r}) is written at UTC{hhmm(offsets.iloc[i])}, most rows at "
+                                          f"UTC{hhmm(offsets.mode().iloc[0])}, and {tz} explains neither; the dates written are not of one clock "
+                                          "(pass the file's timezone as tz, or write one offset)", symbol=_sym(df, i), count=int(stray.sum()), source=src, row=i + 1)
     if daily:  # the calendar date as written, in the value's own offset
         dates = pd.to_datetime(text.str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
         if dates.isna().any():
