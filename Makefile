@@ -62,6 +62,7 @@ bench: install snapshot services
 soak: install
 	$(PY) tests/soak.py --kills 1000
 	$(PY) tests/soak.py --venue alpaca --kills 200
+	$(PY) tests/fuzz_input.py --cases 5000
 
 readme: install
 	$(PY) tools/readme.py
