@@ -65,6 +65,7 @@ soak: install
 	$(PY) tests/soak.py --kills 1000
 	$(PY) tests/soak.py --venue alpaca --kills 200
 	$(PY) tests/soak_store.py --writers 4 --trials 50 --backups 5 --ballast-mib 150 --kills 40
+	$(PY) tests/fuzz_input.py --cases 5000
 
 readme: install
 	$(PY) tools/readme.py

@@ -29,7 +29,7 @@ CASES = [
     ("close_above_high.csv", DVE, "close_outside_range", "2024-01-08"),
     ("open_below_low.csv", DVE, "open_outside_range", "2024-01-02"),
     ("negative_volume.csv", DVE, "negative_volume", "2024-01-04"),
-    ("infinite_volume.csv", DVE, "nan_price", "infinite"),
+    ("infinite_volume.csv", DVE, "non_finite", "row="),
     ("partial_ohlc.csv", DVE, "nan_price", "2024-01-05"),
     ("duplicate_rows.csv", DVE, "duplicate_timestamp", "2024-01-03"),
     ("unsorted_rows.csv", DVE, "unsorted_timestamp", "SPY"),
@@ -43,20 +43,33 @@ CASES = [
     ("extra_column.csv", DVE, "unexpected_columns", "adj_close"),
     ("duplicate_column.csv", DVE, "duplicate_columns", "'close'"),
     ("text_in_close.csv", DVE, "wrong_dtype", "n.a.x"),
-    ("bad_timestamp.csv", DVE, "wrong_dtype", "2024-13-45"),
+    ("bad_timestamp.csv", DVE, "unparseable_timestamp", "2024-13-45"),
     ("missing_timestamp.csv", DVE, "missing_timestamp", "row 3"),
     ("gap_beyond_calendar.csv", DVE, "gap_beyond_calendar", "2024-01-03"),
     ("weekend_bar.csv", DVE, "off_calendar", "2024-01-06"),
     ("mixed_bar_kinds.csv", DVE, "mixed_bar_kinds", "2024-01-04"),
     ("ragged_rows.csv", DVE, "unreadable_file", "ragged_rows.csv"),
     ("binary_garbage.csv", DVE, None, "binary_garbage.csv"),
-    ("string_prices.parquet", DVE, "wrong_dtype", "abc"),
+    ("string_prices.parquet", DVE, "wrong_dtype", "numbers are required"),
     ("integer_timestamps.parquet", DVE, "wrong_dtype", "ts_event"),
     ("nan_close.parquet", DVE, "nan_price", "2024-01-03"),
     ("missing_columns.parquet", DVE, "missing_columns", "'symbol'"),
     ("duplicate_timestamps.parquet", DVE, "duplicate_timestamp", "2024-01-05"),
     ("boolean_volume.parquet", DVE, "wrong_dtype", "volume"),
     ("corrupt.parquet", DVE, "unreadable_file", "corrupt.parquet"),
+    ("overflow_close.csv", DVE, "non_finite", "row=4"),
+    ("huge_price.csv", DVE, "price_out_of_bounds", "2024-01-04"),
+    ("huge_volume.csv", DVE, "volume_out_of_bounds", "2024-01-03"),
+    ("price_jump.csv", DVE, "price_jump", "row=4"),
+    ("future_timestamp.csv", DVE, "future_timestamp", "row=5"),
+    ("mixed_utc_offsets.csv", DVE, "mixed_utc_offsets", "row=3"),
+    ("unparseable_among_offsets.csv", DVE, "unparseable_timestamp", "tomorrow"),
+    ("path_symbol.csv", DVE, "bad_symbol", "row=2"),
+    ("sql_symbol.csv", DVE, "bad_symbol", "row=3"),
+    ("long_symbol.csv", DVE, "bad_symbol", "20000 characters"),
+    ("control_char_symbol.csv", DVE, "bad_symbol", "control characters"),
+    ("numbers_as_text.parquet", DVE, "wrong_dtype", "numbers are required"),
+    ("infinite_close.parquet", DVE, "non_finite", "row=3"),
     ("alpaca_null_close.json", DVE, "nan_price", "2024-01-04"),
     ("alpaca_high_below_low.json", DVE, "high_below_low", "2024-01-03"),
     ("alpaca_unknown_symbol.json", USE, None, "ZZZQ"),
@@ -140,7 +153,7 @@ def test_bad_input_is_refused_and_nothing_is_written(case, error, rule, contains
         assert info.value.rule == rule, msg
         assert f"[{rule}]" in msg
     assert contains in msg, msg
-    assert "corpus-secret" not in msg
+    assert "corpus-secret" not in msg and len(msg) < 1000  # a 20,000-character symbol is quoted, not copied
     assert _tree(target) == before  # the previous snapshot is intact, byte for byte
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary directory left beside it
 

@@ -7,13 +7,15 @@ Docs: https://trading-dev.github.io/trading/pipeline.html.md"""
 # %% ../nbs/90_pipeline.ipynb #dfa77552
 from __future__ import annotations
 import argparse
+import re
 import sys
 import tempfile
 from pathlib import Path
+from .core.cliargs import OneLineParser, name_arg
 from .core.errors import InputValidationError, TradingError
 
 # %% auto #0
-__all__ = ['stage_params', 'render_html', 'run_stage', 'main']
+__all__ = ['STAGE_NAME', 'stage_params', 'render_html', 'known_stages', 'run_stage', 'main']
 
 # %% ../nbs/90_pipeline.ipynb #2ef798d8
 def stage_params(stage: str, # section of the params file
@@ -50,6 +52,14 @@ def render_html(nb, path: Path) -> None:
     path.write_text(html, encoding="utf-8")
 
 # %% ../nbs/90_pipeline.ipynb #cf2869d6
+STAGE_NAME = r"[a-z][a-z0-9_]{0,63}"  # a stage is a notebook name in nbs/pipeline: never a path
+
+def known_stages(root: str | Path = ".", # repository root
+                ) -> list[str]:
+    "The stage names: notebooks directly in `root/nbs/pipeline` whose names are plain stage names."
+    folder = Path(root) / "nbs" / "pipeline"
+    return sorted(p.stem for p in folder.glob("*.ipynb") if re.fullmatch(STAGE_NAME, p.stem)) if folder.is_dir() else []
+
 def run_stage(stage: str, # stage name: notebook nbs/pipeline/<stage>.ipynb, params section <stage>
               params_file: str | Path = "params.yaml", # DVC params file
               root: str | Path = ".", # repository root (the notebook runs there)
@@ -59,8 +69,10 @@ def run_stage(stage: str, # stage name: notebook nbs/pipeline/<stage>.ipynb, par
     "Execute a stage notebook with papermill and render its report; returns the HTML path."
     import nbformat, papermill as pm
     root = Path(root).resolve()
+    if not isinstance(stage, str) or not re.fullmatch(STAGE_NAME, stage):
+        raise InputValidationError("stage", stage, f"a stage is a name like 'prepare' ({STAGE_NAME}), not a path")
+    if stage not in (stages := known_stages(root)): raise InputValidationError("stage", stage, f"known stages are {stages} (notebooks in nbs/pipeline)")
     nb_in = root / "nbs" / "pipeline" / f"{stage}.ipynb"
-    if not nb_in.exists(): raise InputValidationError("stage", stage, f"no notebook {nb_in.relative_to(root)}")
     params = stage_params(stage, root / params_file)
     out_dir = root / (out_dir if out_dir is not None else Path(reports_dir) / stage)
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,8 +90,8 @@ def run_stage(stage: str, # stage name: notebook nbs/pipeline/<stage>.ipynb, par
 
 def main(argv: list[str] | None = None) -> int:
     "trading-stage: run one pipeline stage notebook (what `dvc.yaml` calls)."
-    p = argparse.ArgumentParser(prog="trading-stage", description="Run a papermill stage notebook and render its report.")
-    p.add_argument("stage")
+    p = OneLineParser(prog="trading-stage", description="Run a papermill stage notebook and render its report.")
+    p.add_argument("stage", type=name_arg(STAGE_NAME, "stage name"), help="a notebook name in nbs/pipeline, e.g. prepare")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", default=None, help="directory of the HTML report (default reports/STAGE)")
     a = p.parse_args(argv)

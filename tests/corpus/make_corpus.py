@@ -52,6 +52,18 @@ CSV = {
     "mixed_bar_kinds.csv": HEAD + rows((2, "open", ""), (2, "high", ""), (2, "low", ""), (2, "volume", "")),
     "ragged_rows.csv": HEAD + rows() + "2024-01-09,SPY,471,473,469,472,1000,999,12\n",
     "binary_garbage.csv": "\x00\x01\x02PK\x03\x04" + "\xff" * 20,
+    # issue 13: classes that used to get in
+    "overflow_close.csv": HEAD + rows((3, "close", "1e400")),
+    "huge_price.csv": HEAD + rows(*[(2, c, "1e300") for c in ("open", "high", "low", "close")]),
+    "huge_volume.csv": HEAD + rows((1, "volume", "1e15")),
+    "price_jump.csv": HEAD + rows(*[(i, c, f"{(470 + i + d) * 10}") for i in (3, 4) for c, d in (("open", 0), ("high", 2), ("low", -2), ("close", 1))]),
+    "future_timestamp.csv": HEAD + rows((4, "ts_event", "2099-01-02")),
+    "mixed_utc_offsets.csv": HEAD + rows(*[(i, "ts_event", f"{d}T00:00:00{'+05:00' if i == 2 else '-05:00'}") for i, d in enumerate(DAYS)]),
+    "unparseable_among_offsets.csv": HEAD + rows(*[(i, "ts_event", "tomorrow" if i == 3 else f"{d}T00:00:00Z") for i, d in enumerate(DAYS)]),
+    "path_symbol.csv": HEAD + rows((1, "symbol", "../../etc/passwd")),
+    "sql_symbol.csv": HEAD + rows((2, "symbol", "x'; DROP TABLE bars;--")),
+    "long_symbol.csv": HEAD + rows((3, "symbol", "A" * 20_000)),
+    "control_char_symbol.csv": HEAD + rows((1, "symbol", "SP\x07Y")),
 }
 
 
@@ -65,6 +77,8 @@ def parquet_frames():
         "missing_columns.parquet": good.drop(columns=["symbol"]),
         "duplicate_timestamps.parquet": pd.concat([good.iloc[:4], good.iloc[3:]]).reset_index(drop=True),
         "boolean_volume.parquet": good.assign(volume=[True, False, True, True, False]),
+        "numbers_as_text.parquet": good.assign(close=["471", "472", "473", "474", "475"]),  # typed file: text is refused, not coerced
+        "infinite_close.parquet": good.assign(close=[471.0, 472.0, float("inf"), 474.0, 475.0]),
     }
 
 

@@ -9,10 +9,15 @@ from __future__ import annotations
 import pandas as pd
 
 # %% auto #0
-__all__ = ['TradingError', 'InputValidationError', 'DataError', 'DataValidationError', 'UnknownSymbolError',
+__all__ = ['TradingError', 'InputValidationError', 'DataError', 'DataValidationError', 'DataQualityWarning', 'UnknownSymbolError',
            'SourceUnavailableError', 'BrokerError', 'OrderRejectedError', 'RiskError']
 
 # %% ../../nbs/core/00_errors.ipynb #31d4fbae
+def _short(value, limit: int = 80) -> str:
+    "`repr(value)`, cut to `limit` characters: a refused 100,000-character symbol must not become a 100,000-character message."
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[:limit - 15]}...({len(r)} chars)"
+
 class TradingError(Exception):
     "Base class of every error `trading` raises on purpose."
 
@@ -22,33 +27,45 @@ class InputValidationError(TradingError, ValueError):
                  value, # the value that was refused
                  reason: str): # what rule it broke, in plain words
         self.field, self.value, self.reason = field, value, reason
-        super().__init__(f"{field}={value!r}: {reason}")
+        super().__init__(f"{field}={_short(value)}: {reason}")
 
 class DataError(TradingError):
     "Market or reference data is missing, malformed or unavailable."
 
 class DataValidationError(DataError, ValueError):
-    "A dataset broke a validation rule; names the rule, the symbol and the first offending timestamp."
+    "A dataset broke a validation rule; names the rule, the file and row, the symbol and the first offending timestamp."
     def __init__(self, rule: str, # machine-readable rule id, e.g. `high_below_low`
                  message: str, # human explanation of the rule
                  symbol: str | None = None, # symbol of the first offending row, when there is one
                  ts_event: pd.Timestamp | None = None, # timestamp of the first offending row
                  count: int = 1, # how many rows broke the rule
-                 source: str | None = None): # where the data came from (file, dataset, API)
-        self.rule, self.symbol, self.ts_event, self.count, self.source = rule, symbol, ts_event, count, source
+                 source: str | None = None, # where the data came from (file path, dataset, API)
+                 row: int | None = None): # 1-based data row of the first offender in `source` (header excluded)
+        self.rule, self.message, self.symbol, self.ts_event, self.count, self.source, self.row = rule, message, symbol, ts_event, count, source, row
         where = []
-        if symbol is not None: where.append(f"symbol={symbol}")
+        if symbol is not None: where.append(f"symbol={_short(symbol, 40)[1:-1]}")
         if ts_event is not None: where.append(f"ts_event={pd.Timestamp(ts_event).isoformat()}")
         if source is not None: where.append(f"source={source}")
+        if row is not None: where.append(f"row={row}")
         rows = f" ({count} rows; first shown)" if count > 1 else ""
         super().__init__(f"[{rule}] {message}" + (f" at {', '.join(where)}" if where else "") + rows)
+
+    def located(self, source: str | None = None, # the file (or other origin) the offending row came from
+                row: int | None = None, # its 1-based data row there
+               ) -> DataValidationError:
+        "The same error, placed in a file and row (a validator that checks concatenated files learns them afterwards)."
+        return DataValidationError(self.rule, self.message, self.symbol, self.ts_event, self.count,
+                                   source if source is not None else self.source, row if row is not None else self.row)
+
+class DataQualityWarning(UserWarning):
+    "Data passed validation under a user's `flag` policy but broke a rule that is normally refused (e.g. a one-bar jump)."
 
 class UnknownSymbolError(DataError, KeyError):
     "A symbol is not part of the source, universe or dataset it was asked of."
     def __init__(self, symbol: str, # the symbol that was asked for
                  known: str = ""): # where it was looked up, e.g. a dataset name
         self.symbol = symbol
-        super().__init__(f"[unknown_symbol] symbol={symbol!r} is not in {known or 'the known symbols'}")
+        super().__init__(f"[unknown_symbol] symbol={_short(symbol)} is not in {known or 'the known symbols'}")
     def __str__(self): return self.args[0]  # KeyError would otherwise repr() the message
 
 class SourceUnavailableError(DataError):

@@ -10,19 +10,31 @@ import logging
 import re
 from pathlib import Path
 from typing import Literal
-from pydantic import AliasChoices, Field, SecretStr, field_serializer
+from pydantic import AliasChoices, Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # %% auto #0
-__all__ = ['MASK', 'mask_url_password', 'Settings', 'RedactingFilter', 'install_redaction']
+__all__ = ['MASK', 'MIN_PARTIAL', 'mask_url_password', 'Settings', 'redact', 'RedactingFilter', 'install_redaction']
 
 # %% ../../nbs/core/03_settings.ipynb #249657b3
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<tail>@)")
+# scheme (any case) :// user (may be empty) : password @ — the password runs to the last '@' before the host
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^/\s]*)(?P<tail>@)")
 MASK = "**********"
+MIN_PARTIAL = 4  # a cut-off piece of a secret this long or longer is masked too
 
 def mask_url_password(url: str) -> str:
     "The URL with any embedded password replaced by a mask."
-    return _URL_PASSWORD.sub(lambda m: m["head"] + MASK + m["tail"], url)
+    return _URL_PASSWORD.sub(lambda m: m["head"] + (MASK if m["pw"] else "") + m["tail"], url)
+
+class _MaskedUrl(str):
+    "A URL string whose `repr` hides its password, so `settings.__dict__`, `vars(settings)` and debuggers don't show it."
+    def __repr__(self): return repr(mask_url_password(str.__str__(self)))
+
+def _url_passwords(url: str) -> list[str]:
+    "The password of `url` as written and as decoded (percent-escapes), if it has one."
+    from urllib.parse import unquote
+    out = [m["pw"] for m in _URL_PASSWORD.finditer(url) if m["pw"]]
+    return out + [unquote(p) for p in out if unquote(p) != p]
 
 class Settings(BaseSettings):
     "Project settings; environment variables are `TRADING_<FIELD>` (Alpaca's `APCA_*` names also work)."
@@ -39,6 +51,10 @@ class Settings(BaseSettings):
     ccxt_api_key: SecretStr | None = None
     ccxt_secret: SecretStr | None = None
 
+    @field_validator("db_url", mode="after")
+    @classmethod
+    def _hide_in_repr(cls, v: str) -> str: return _MaskedUrl(v)
+
     @field_serializer("db_url")
     def _dump_masked(self, v: str) -> str: return mask_url_password(v)
 
@@ -49,10 +65,30 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         "Every secret this configuration holds, for redaction."
         out = [v.get_secret_value() for v in self.__dict__.values() if isinstance(v, SecretStr) and v.get_secret_value()]
-        if m := _URL_PASSWORD.search(self.db_url): out.append(m["pw"])
-        return out
+        return out + _url_passwords(self.db_url)
+
+    def redact(self, text: str) -> str:
+        "`text` with every secret of this configuration (and any cut-off piece of one) masked."
+        return redact(text, self.secret_values())
 
 # %% ../../nbs/core/03_settings.ipynb #1bf236f0
+def _partial_pattern(secret: str) -> re.Pattern | None:
+    "Matches a piece of `secret` left by a cut: a prefix of >= MIN_PARTIAL chars that ends where the text (or a word) ends, or a suffix that starts where one starts."
+    if len(secret) <= MIN_PARTIAL: return None
+    prefixes = "|".join(re.escape(secret[:k]) for k in range(len(secret) - 1, MIN_PARTIAL - 1, -1))
+    suffixes = "|".join(re.escape(secret[-k:]) for k in range(len(secret) - 1, MIN_PARTIAL - 1, -1))
+    return re.compile(rf"(?:{prefixes})(?![A-Za-z0-9])|(?<![A-Za-z0-9])(?:{suffixes})")
+
+def redact(text: str, # any text about to leave the process: a log line, an error, CLI output, a report
+           secrets: list[str], # the values never to show
+          ) -> str:
+    "`text` with every secret, every cut-off piece of one (>= 4 chars at a cut) and every URL password masked."
+    text = str(text)
+    for s in sorted({s for s in secrets if s}, key=len, reverse=True): text = text.replace(s, MASK)
+    for s in sorted({s for s in secrets if s}, key=len, reverse=True):
+        if (p := _partial_pattern(s)) is not None: text = p.sub(MASK, text)
+    return mask_url_password(text)
+
 class RedactingFilter(logging.Filter):
     "Logging filter that replaces every known secret in a record's final message with a mask."
     def __init__(self, secrets: list[str]): # the strings never to log
@@ -60,8 +96,7 @@ class RedactingFilter(logging.Filter):
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
-        for s in self._secrets: text = text.replace(s, MASK)
-        return mask_url_password(text)
+        return redact(text, self._secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = self.redact(record.getMessage()), None

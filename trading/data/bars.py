@@ -6,14 +6,19 @@ Docs: https://trading-dev.github.io/trading/data/bars.html.md"""
 
 # %% ../../nbs/data/01_bars.ipynb #13b8d259
 from __future__ import annotations
+import logging
+import re
+import warnings
 from collections.abc import Callable, Iterable
+from typing import Literal
 import numpy as np
 import pandas as pd
-from ..core.errors import DataValidationError, UnknownSymbolError
+from ..core.errors import DataQualityWarning, DataValidationError, InputValidationError, UnknownSymbolError
 from .calendars import gap_report
 
 # %% auto #0
-__all__ = ['BAR_COLUMNS', 'PRICE_COLUMNS', 'empty_bars', 'to_bar_schema', 'validate_bars']
+__all__ = ['BAR_COLUMNS', 'PRICE_COLUMNS', 'SYMBOL_GRAMMAR', 'MAX_SYMBOL_LENGTH', 'BOUNDS', 'empty_bars', 'to_bar_schema',
+           'asset_class_of', 'symbol_problem', 'check_symbol', 'validate_bars']
 
 # %% ../../nbs/data/01_bars.ipynb #1ddb7b1c
 BAR_COLUMNS = ["ts_event", "symbol", "open", "high", "low", "close", "volume", "source"]
@@ -42,6 +47,50 @@ def to_bar_schema(df: pd.DataFrame, # frame with at least `ts_event`, `symbol`, 
     out["source"] = df["source"].astype("string").to_numpy() if "source" in df.columns else source
     return out[BAR_COLUMNS].astype({"symbol": "string", "source": "string"})
 
+# %% ../../nbs/data/01_bars.ipynb #d78cae70
+# the forms `trading.core.instruments` builds instruments from, made strict about separators
+SYMBOL_GRAMMAR = {
+    "equity": r"(?=.{1,10}$)[A-Z](?:[.\-]?[A-Z0-9])*",
+    "crypto": r"[A-Z0-9]{2,12}/[A-Z0-9]{2,12}",
+    "option": r"[A-Z0-9.]{1,6} {0,5}\d{6}[CP]\d{8}",
+}
+_GRAMMAR = {k: re.compile(v) for k, v in SYMBOL_GRAMMAR.items()}
+MAX_SYMBOL_LENGTH = 40
+
+# asset class -> (smallest price, largest price, largest volume); prices in quote currency, volume in units traded per bar
+BOUNDS = {
+    "equity": (1e-4, 1e7, 1e12),   # sub-penny OTC quotes .. ten times Berkshire A; index "volumes" reach ~1e10 shares
+    "crypto": (1e-12, 1e8, 1e20),  # meme coins quote near 1e-8; base-unit volumes of those reach 1e15
+    "option": (1e-4, 1e6, 1e9),
+}
+
+def asset_class_of(symbol: str # a symbol in our notation
+                  ) -> str:
+    "`crypto` for pairs, `option` for OCC symbols, `equity` otherwise (stocks, ETFs and indexes share the grammar)."
+    if "/" in symbol: return "crypto"
+    return "option" if re.fullmatch(r".{1,6} {0,5}\d{6}[CP]\d{8}", symbol) else "equity"
+
+def symbol_problem(symbol, # candidate symbol
+                   asset_class: str | None = None, # expected class; None: inferred from the symbol's form
+                  ) -> str | None:
+    "Why `symbol` is not a valid symbol (`None` when it is)."
+    if not isinstance(symbol, str): return f"a symbol is text, not {type(symbol).__name__}"
+    if not symbol: return "the symbol is empty"
+    if len(symbol) > MAX_SYMBOL_LENGTH: return f"the symbol has {len(symbol)} characters (at most {MAX_SYMBOL_LENGTH})"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in symbol): return "the symbol contains control characters"
+    cls = asset_class or asset_class_of(symbol)
+    if cls not in _GRAMMAR: return f"unknown asset class {cls!r}; expected one of {sorted(_GRAMMAR)}"
+    if not _GRAMMAR[cls].fullmatch(symbol): return f"not a valid {cls} symbol (expected {SYMBOL_GRAMMAR[cls]})"
+    return None
+
+def check_symbol(symbol, # candidate symbol
+                 asset_class: str | None = None, # expected class; None: inferred from the form
+                 field: str = "symbol", # argument name quoted in the error
+                ) -> str:
+    "Return `symbol` if it follows the grammar of its asset class, else raise `InputValidationError`."
+    if (why := symbol_problem(symbol, asset_class)) is not None: raise InputValidationError(field, symbol, why)
+    return symbol
+
 # %% ../../nbs/data/01_bars.ipynb #0d5f5d38
 def _first(df: pd.DataFrame, mask: np.ndarray, rule: str, message: str, source):
     "Raise `DataValidationError` for the first row where `mask` holds, if any."
@@ -61,18 +110,34 @@ def _check_structure(df, source):
     if df["symbol"].isna().any() or (df["symbol"].str.len() == 0).any():
         raise DataValidationError("missing_symbol", "a row has no symbol", source=source)
 
-def _check_timestamps(df, source):
+def _check_symbols(df, source):
+    "Every distinct symbol follows the grammar of its asset class."
+    for sym in pd.unique(df["symbol"]):
+        if (why := symbol_problem(sym)) is not None:
+            mask = (df["symbol"] == sym).to_numpy()
+            i = int(np.argmax(mask))
+            ts = df["ts_event"].iloc[i] if isinstance(df["ts_event"].dtype, pd.DatetimeTZDtype) else None
+            raise DataValidationError("bad_symbol", why, symbol=sym, ts_event=ts, count=int(mask.sum()), source=source)
+
+def _check_timestamps(df, source, as_of, freq):
     ts = df["ts_event"]
     if isinstance(ts.dtype, pd.DatetimeTZDtype):
         if str(ts.dt.tz) != "UTC": raise DataValidationError("non_utc_timestamp", f"ts_event must be UTC, not {ts.dt.tz}", source=source)
+        try: step = pd.Timedelta(freq)
+        except (ValueError, TypeError): step = pd.Timedelta("1D")
+        now = pd.Timestamp.now(tz="UTC") if as_of is None else pd.Timestamp(as_of).tz_convert("UTC")
+        limit = now + max(step, pd.Timedelta("1D"))  # a bar labelled at the start of the current (daily) bar is not in the future
+        _first(df, (ts > limit).to_numpy(), "future_timestamp", f"bar is labelled after {limit.isoformat()} (now {now.isoformat()} + one bar)", source)
         return
     if pd.api.types.is_datetime64_dtype(ts): raise DataValidationError("naive_timestamp", "ts_event has no timezone; localise it (UTC) at the source", source=source)
     tzs = {str(getattr(v, "tzinfo", None)) for v in ts if isinstance(v, pd.Timestamp) or hasattr(v, "tzinfo")}
     if len(tzs) > 1: raise DataValidationError("mixed_timezones", f"ts_event mixes timezones {sorted(tzs)}", source=source)
     raise DataValidationError("wrong_dtype", f"ts_event must be datetime64[ns, UTC], not {ts.dtype}", source=source)
 
-def _check_prices(df, source):
+def _check_prices(df, source, bounds):
     o, h, l, c, v = (df[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    for name, x in zip(("open", "high", "low", "close", "volume"), (o, h, l, c, v)):
+        _first(df, np.isinf(x), "non_finite", f"{name} is infinite", source)
     ohl_nan = np.isnan(np.stack([o, h, l])).sum(axis=0)  # 0 = full bar, 3 = close-only
     _first(df, np.isnan(c) | ((ohl_nan > 0) & (ohl_nan < 3)), "nan_price", "price is NaN (close missing, or only part of open/high/low)", source)
     full = ohl_nan == 0
@@ -82,7 +147,13 @@ def _check_prices(df, source):
         _first(df, full & ((o < l) | (o > h)), "open_outside_range", "open is outside [low, high]", source)
         _first(df, full & ((c < l) | (c > h)), "close_outside_range", "close is outside [low, high]", source)
         _first(df, v < 0, "negative_volume", "volume is negative", source)
-        _first(df, np.isinf(v), "nan_price", "volume is infinite", source)
+        cls = df["symbol"].map({s: asset_class_of(s) for s in pd.unique(df["symbol"])}).to_numpy()
+        for k, (lo, hi, vmax) in {**BOUNDS, **(bounds or {})}.items():
+            mine = cls == k
+            if not mine.any(): continue
+            _first(df, mine & ((c < lo) | (c > hi) | (full & ((h > hi) | (l < lo)))), "price_out_of_bounds",
+                   f"price outside [{lo:g}, {hi:g}], the range {k} markets trade in", source)
+            _first(df, mine & (v > vmax), "volume_out_of_bounds", f"volume above {vmax:g}, more than any {k} market trades in one bar", source)
     mixed = df.assign(_full=full).groupby("symbol", sort=False)["_full"].agg(lambda s: 0 < s.sum() < len(s))
     if mixed.any():
         sym = mixed.index[mixed.to_numpy()][0]
@@ -100,28 +171,57 @@ def _check_order(df, source):
     _first(df, dup, "duplicate_timestamp", "the symbol has two bars with the same timestamp", source)
     _first(df, back, "unsorted_timestamp", "timestamps go backwards within the symbol", source)
 
+_log = logging.getLogger("trading.data.bars")
+
+def _check_jumps(df, source, max_jump, jump_policy):
+    "Consecutive closes of one symbol (in time order) may differ by at most a factor `max_jump`, either way."
+    codes, _ = pd.factorize(df["symbol"])
+    order = np.lexsort((pd.DatetimeIndex(df["ts_event"]).asi8, codes))
+    c = df["close"].to_numpy()[order]
+    ratio = np.abs(np.log(c[1:] / c[:-1]))
+    jump = np.zeros(len(df), bool)
+    jump[order[1:]] = (codes[order][1:] == codes[order][:-1]) & (ratio > np.log(max_jump))
+    if not jump.any(): return
+    msg = f"close moved by more than a factor {max_jump:g} in one bar"
+    if jump_policy == "raise": _first(df, jump, "price_jump", msg + " (pass jump_policy='flag' to keep such bars with a warning)", source)
+    try: _first(df, jump, "price_jump", msg + " (kept: jump_policy='flag')", source)
+    except DataValidationError as e:
+        _log.warning("%s", e)
+        warnings.warn(str(e), DataQualityWarning, stacklevel=4)
+        df.attrs.setdefault("flags", []).append(dict(rule=e.rule, symbol=e.symbol, ts_event=e.ts_event, count=e.count))
+
 # %% ../../nbs/data/01_bars.ipynb #1f05bb81
 def validate_bars(df: pd.DataFrame, # bars in the schema above
                   calendar: str | Callable[[str], str] | None = None, # calendar name, or symbol -> calendar name; None skips calendar checks
                   freq: str = "1D", # bar length, for the calendar checks
                   max_gap: int | Callable[[str], int] = 0, # largest tolerated run of missing calendar bars, or symbol -> that
-                  known_symbols: Iterable[str] | None = None, # refuse symbols outside this set
+                  known_symbols: Iterable[str] | None = None, # refuse symbols outside this set (a universe, the symbols asked for)
                   allow_empty: bool = False, # an empty frame is an error unless allowed
                   source: str | None = None, # provenance, quoted in errors
+                  *,
+                  max_jump: float = 4.0, # largest accepted ratio between consecutive closes of a symbol, up or down
+                  jump_policy: Literal["raise", "flag"] = "raise", # a larger jump: refuse, or keep with a `DataQualityWarning` and a log line
+                  bounds: dict[str, tuple[float, float, float]] | None = None, # asset class -> (min price, max price, max volume); overrides `BOUNDS`
+                  as_of: pd.Timestamp | None = None, # "now" for the future-timestamp rule; None: the clock
                  ) -> pd.DataFrame:
     "Return `df` unchanged if it follows every bar rule; otherwise raise `DataValidationError` naming the first rule broken."
+    if jump_policy not in ("raise", "flag"): raise InputValidationError("jump_policy", jump_policy, "expected 'raise' or 'flag'")
+    if not (isinstance(max_jump, (int, float)) and np.isfinite(max_jump) and max_jump > 1):
+        raise InputValidationError("max_jump", max_jump, "a finite price ratio above 1, e.g. 4.0")
     if not isinstance(df, pd.DataFrame): raise DataValidationError("wrong_type", f"bars must be a DataFrame, not {type(df).__name__}", source=source)
     _check_structure(df, source)
     if len(df) == 0:
         if allow_empty: return df
         raise DataValidationError("empty", "no bars", source=source)
-    _check_timestamps(df, source)
+    _check_symbols(df, source)
+    _check_timestamps(df, source, as_of, freq)
     if known_symbols is not None:
         known = set(known_symbols)
         unknown = ~df["symbol"].isin(known).to_numpy()
         if unknown.any(): raise UnknownSymbolError(str(df["symbol"].iloc[int(np.argmax(unknown))]), f"the known symbols of {source or 'this source'}")
-    _check_prices(df, source)
+    _check_prices(df, source, bounds)
     _check_order(df, source)
+    _check_jumps(df, source, max_jump, jump_policy)
     if calendar is not None:
         for sym, ts in df.groupby("symbol", sort=False)["ts_event"]:
             cal = calendar(sym) if callable(calendar) else calendar

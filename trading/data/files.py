@@ -6,16 +6,18 @@ Docs: https://trading-dev.github.io/trading/data/files.html.md"""
 
 # %% ../../nbs/data/08_files.ipynb #dc8e8811
 from __future__ import annotations
+import hashlib
+import io
 import re
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from ..core.errors import DataValidationError, InputValidationError, UnknownSymbolError
-from .bars import _check_order
+from .bars import _check_order, symbol_problem
 from .sources import BarSource
 
 # %% auto #0
-__all__ = ['REQUIRED_COLUMNS', 'OPTIONAL_COLUMNS', 'read_bar_file', 'FileSource']
+__all__ = ['REQUIRED_COLUMNS', 'OPTIONAL_COLUMNS', 'read_file_bytes', 'read_bar_file', 'FileSource']
 
 # %% ../../nbs/data/08_files.ipynb #72b43c0d
 REQUIRED_COLUMNS = ["ts_event", "symbol", "close"]
@@ -24,36 +26,60 @@ _NUMERIC = ["open", "high", "low", "close", "volume"]
 _MISSING_TEXT = {"", "nan", "na", "n/a", "null", "none"}
 _AWARE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 
-def _read_table(path: Path, src: str) -> pd.DataFrame:
-    "The file as a frame: CSV cells as text, Parquet with its own types."
+def read_file_bytes(path: Path, src: str) -> bytes:
+    "The file's bytes, read once: whatever is hashed, parsed and recorded comes from this one read (a file being appended to must not be seen twice)."
     if not path.is_file(): raise InputValidationError("path", src, "no such file")
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
-    if path.stat().st_size == 0: raise DataValidationError("empty_file", "file is empty (0 bytes)", source=src)
-    if suffix in (".csv", ".csv.gz", ".txt"):
-        try: return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except pd.errors.EmptyDataError: raise DataValidationError("empty_file", "file has no header and no rows", source=src) from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as e: raise DataValidationError("unreadable_file", f"not a readable CSV ({str(e).strip()[:120]})", source=src) from None
-    if suffix in (".parquet", ".pq"):
-        import pyarrow
-        try: return pd.read_parquet(path)
-        except (pyarrow.ArrowException, OSError) as e: raise DataValidationError("unreadable_file", f"not a readable Parquet file ({str(e)[:120]})", source=src) from None
-    raise InputValidationError("path", src, "expected a .csv, .csv.gz or .parquet file")
+    if suffix not in (".csv", ".csv.gz", ".txt", ".parquet", ".pq"): raise InputValidationError("path", src, "expected a .csv, .csv.gz or .parquet file")
+    return path.read_bytes()
 
-def _numbers(df: pd.DataFrame, col: str, src: str) -> pd.Series:
-    "Column `col` as float64; missing markers become NaN (the validator names them), anything else non-numeric is refused."
+def _read_table(path: Path, src: str, data: bytes | None = None) -> tuple[pd.DataFrame, str]:
+    "The file as a frame (CSV cells as text, Parquet with its own types) and the sha256 of the very bytes parsed."
+    if data is None: data = read_file_bytes(path, src)
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+    digest = hashlib.sha256(data).hexdigest()
+    if not data: raise DataValidationError("empty_file", "file is empty (0 bytes)", source=src)
+    if suffix in (".csv", ".csv.gz", ".txt"):
+        try: return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=True,
+                                compression="gzip" if suffix.endswith(".gz") else None), digest
+        except pd.errors.EmptyDataError: raise DataValidationError("empty_file", "file has no header and no rows", source=src) from None
+        except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as e: raise DataValidationError("unreadable_file", f"not a readable CSV ({str(e).strip()[:120]})", source=src) from None
+    import pyarrow
+    try: return pd.read_parquet(io.BytesIO(data)), digest
+    except (pyarrow.ArrowException, OSError) as e: raise DataValidationError("unreadable_file", f"not a readable Parquet file ({str(e)[:120]})", source=src) from None
+
+def _numbers(df: pd.DataFrame, col: str, src: str, typed: bool) -> pd.Series:
+    "Column `col` as float64. CSV text: missing markers become NaN (the validator names them), other non-numbers are refused; a typed (Parquet) column must already hold numbers."
     s = df[col]
     if pd.api.types.is_bool_dtype(s): raise DataValidationError("wrong_dtype", f"column {col!r} holds booleans, not numbers", source=src)
-    if pd.api.types.is_numeric_dtype(s): return s.astype("float64")
-    text = s.astype("string").str.strip()
-    num = pd.to_numeric(text.where(~text.str.lower().isin(_MISSING_TEXT)), errors="coerce")
-    bad = (num.isna() & text.notna() & ~text.str.lower().isin(_MISSING_TEXT)).to_numpy()
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise DataValidationError("wrong_dtype", f"column {col!r} must be numeric; row {i + 1} holds {s.iloc[i]!r}", symbol=_sym(df, i), count=int(bad.sum()), source=src)
-    return num.astype("float64")
+    if pd.api.types.is_numeric_dtype(s): num = s.astype("float64")
+    elif typed:  # the file declares the column's type: text there is a broken export, not something to coerce
+        i = int(np.argmax(s.notna().to_numpy())) if s.notna().any() else 0
+        raise DataValidationError("wrong_dtype", f"column {col!r} is typed {s.dtype} in the file, numbers are required (row {i + 1} holds {s.iloc[i]!r})",
+                                  symbol=_sym(df, i), count=len(s), source=src, row=i + 1)
+    else:
+        text = s.astype("string").str.strip()
+        missing = text.str.lower().isin(_MISSING_TEXT).to_numpy()
+        num = pd.to_numeric(text.where(~missing), errors="coerce")
+        bad = num.isna().to_numpy() & ~missing
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataValidationError("wrong_dtype", f"column {col!r} must be numeric; row {i + 1} holds {s.iloc[i]!r}", symbol=_sym(df, i), count=int(bad.sum()), source=src, row=i + 1)
+        num = num.astype("float64")
+    inf = np.isinf(num.to_numpy())
+    if inf.any():
+        i = int(np.argmax(inf))
+        raise DataValidationError("non_finite", f"column {col!r} row {i + 1} holds {s.iloc[i]!r}, which is not a finite number", symbol=_sym(df, i), count=int(inf.sum()), source=src, row=i + 1)
+    return num
 
 def _sym(df, i):
     return str(df["symbol"].iloc[i]) if "symbol" in df.columns else None
+
+def _offset_minutes(text: pd.Series) -> pd.Series:
+    "The UTC offset written at the end of each ISO 8601 value, in minutes (`Z` is 0)."
+    m = text.str.extract(r"(?:(?P<z>Z)|(?P<sign>[+-])(?P<hh>\d{2}):?(?P<mm>\d{2}))$")
+    minutes = m["hh"].astype(float) * 60 + m["mm"].astype(float)
+    return minutes.where(m["sign"] != "-", -minutes).where(m["z"].isna(), 0.0)
 
 def _timestamps(df: pd.DataFrame, tz: str, daily: bool, src: str) -> pd.Series:
     "`ts_event` as UTC timestamps under the timezone rules above."
@@ -62,25 +88,45 @@ def _timestamps(df: pd.DataFrame, tz: str, daily: bool, src: str) -> pd.Series:
         return (s.dt.tz_localize(None).dt.normalize().dt.tz_localize("UTC") if daily else s.dt.tz_convert("UTC")).dt.as_unit("ns")
     if pd.api.types.is_datetime64_dtype(s):
         return s.dt.normalize().dt.tz_localize("UTC").dt.as_unit("ns") if daily else _localize(s, tz, src)
-    if not (pd.api.types.is_string_dtype(s) or s.dtype == object):
+    if not (pd.api.types.is_string_dtype(s) or s.dtype == object) or not s.map(lambda v: v is None or isinstance(v, str)).all():
         raise DataValidationError("wrong_dtype", f"column 'ts_event' must hold ISO 8601 timestamps, not {s.dtype}", source=src)
     text = s.astype("string").str.strip()
     if text.isna().any() or (text == "").any():
         i = int(np.argmax((text.isna() | (text == "")).to_numpy()))
-        raise DataValidationError("missing_timestamp", f"row {i + 1} has no ts_event", symbol=_sym(df, i), source=src)
+        raise DataValidationError("missing_timestamp", f"row {i + 1} has no ts_event", symbol=_sym(df, i), source=src, row=i + 1)
+    # parse first: a value that is no timestamp at all is reported as such, not as a timezone problem
+    instants = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    if instants.isna().any():
+        bad = instants.isna().to_numpy()
+        i = int(np.argmax(bad))
+        raise DataValidationError("unparseable_timestamp", f"ts_event row {i + 1} is not an ISO 8601 timestamp: {text.iloc[i]!r}",
+                                  symbol=_sym(df, i), count=int(bad.sum()), source=src, row=i + 1)
     aware = text.str.contains(_AWARE, regex=True).to_numpy()
     if aware.any() and not aware.all():
         i, j = int(np.argmax(aware)), int(np.argmax(~aware))
+        odd = i if aware.sum() <= (~aware).sum() else j  # name a row of the minority kind: that is the likely stray
         raise DataValidationError("mixed_timezones", f"ts_event mixes values with an offset (row {i + 1}: {text.iloc[i]!r}) and without (row {j + 1}: {text.iloc[j]!r})",
-                                  symbol=_sym(df, j), source=src)
-    parsed = pd.to_datetime(text, format="ISO8601", utc=bool(aware.all()), errors="coerce")
-    if parsed.isna().any():
-        i = int(np.argmax(parsed.isna().to_numpy()))
-        raise DataValidationError("wrong_dtype", f"ts_event row {i + 1} is not an ISO 8601 timestamp: {text.iloc[i]!r}", symbol=_sym(df, i), source=src)
+                                  symbol=_sym(df, odd), count=int(min(aware.sum(), (~aware).sum())), source=src, row=odd + 1)
+    if daily and aware.all():
+        offsets = _offset_minutes(text)
+        if offsets.nunique() > 1:  # legitimate only when every offset is `tz`'s own at that instant (daylight saving)
+            expected = instants.dt.tz_convert(tz).map(lambda t: t.utcoffset().total_seconds() / 60)
+            wrong = (offsets != expected).to_numpy()
+            if wrong.any():
+                stray = (offsets != offsets.mode().iloc[0]).to_numpy()  # name the first row off the file's usual offset
+                i = int(np.argmax(stray))
+                hhmm = lambda m: f"{'-' if m < 0 else '+'}{int(abs(m)) // 60:02d}:{int(abs(m)) % 60:02d}"
+                raise DataValidationError("mixed_utc_offsets", f"ts_event row {i + 1} ({text.iloc[i]!r}) is written at UTC{hhmm(offsets.iloc[i])}, most rows at "
+                                          f"UTC{hhmm(offsets.mode().iloc[0])}, and {tz} explains neither; the dates written are not of one clock "
+                                          "(pass the file's timezone as tz, or write one offset)", symbol=_sym(df, i), count=int(stray.sum()), source=src, row=i + 1)
     if daily:  # the calendar date as written, in the value's own offset
         dates = pd.to_datetime(text.str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
+        if dates.isna().any():
+            i = int(np.argmax(dates.isna().to_numpy()))
+            raise DataValidationError("unparseable_timestamp", f"ts_event row {i + 1} does not start with a YYYY-MM-DD date: {text.iloc[i]!r}", symbol=_sym(df, i), source=src, row=i + 1)
         return dates.dt.tz_localize("UTC").dt.as_unit("ns")
-    return parsed.dt.as_unit("ns") if aware.all() else _localize(parsed, tz, src)
+    if aware.all(): return instants.dt.as_unit("ns")
+    return _localize(pd.to_datetime(text, format="ISO8601"), tz, src)
 
 def _localize(s: pd.Series, tz: str, src: str) -> pd.Series:
     try: return s.dt.tz_localize(tz).dt.tz_convert("UTC").dt.as_unit("ns")
@@ -88,16 +134,23 @@ def _localize(s: pd.Series, tz: str, src: str) -> pd.Series:
         raise DataValidationError("ambiguous_timestamp", f"naive ts_event cannot be placed in {tz} ({e})", source=src) from None
 
 # %% ../../nbs/data/08_files.ipynb #195d71c5
+def _rows_of(df: pd.DataFrame, symbol, ts_event) -> np.ndarray:
+    "0-based positions of the rows of `df` holding (`symbol`, `ts_event`)."
+    if symbol is None or ts_event is None: return np.array([], dtype=int)
+    return np.flatnonzero(((df["symbol"] == symbol) & (df["ts_event"] == pd.Timestamp(ts_event))).to_numpy())
+
 def read_bar_file(path: str | Path, # a .csv, .csv.gz or .parquet file following the column contract
                   tz: str = "UTC", # timezone of naive timestamps
                   daily: bool = True, # daily bars (label = date as written) or intraday (instant in UTC)
+                  data: bytes | None = None, # the file's bytes when already read (see `read_file_bytes`); None reads them
                  ) -> pd.DataFrame:
-    "One file under the column contract, with UTC `ts_event` and float prices; refuses contract breaches."
+    "One file under the column contract, with UTC `ts_event` and float prices; refuses contract breaches. `attrs['sha256']` hashes the bytes parsed."
     path = Path(path)
     src = str(path)
-    df = _read_table(path, src)
+    df, digest = _read_table(path, src, data)
+    typed = path.suffix.lower() in (".parquet", ".pq")
     cols = [str(c).strip().lower() for c in df.columns]
-    if path.suffix.lower() != ".parquet":  # pandas renames a repeated CSV header `close` to `close.1`
+    if not typed:  # pandas renames a repeated CSV header `close` to `close.1`
         cols = [m.group(1) if (m := re.fullmatch(r"(.+)\.\d+", c)) and m.group(1) in cols else c for c in cols]
     if len(set(cols)) < len(cols):
         dup = sorted({c for c in cols if cols.count(c) > 1})
@@ -110,39 +163,82 @@ def read_bar_file(path: str | Path, # a .csv, .csv.gz or .parquet file following
     if len(df) == 0: raise DataValidationError("empty_file", "file has a header but no rows", source=src)
     if not (pd.api.types.is_string_dtype(df["symbol"]) or df["symbol"].dtype == object) or not df["symbol"].map(lambda v: isinstance(v, str)).all():
         raise DataValidationError("wrong_dtype", f"column 'symbol' must hold text, not {df['symbol'].dtype}", source=src)
-    out = pd.DataFrame({"ts_event": _timestamps(df, tz, daily, src), "symbol": df["symbol"].str.strip().astype("string")})
+    symbols = df["symbol"].str.strip()
+    for sym in pd.unique(symbols):  # the grammar, with the row that first breaks it (empty symbols: `missing_symbol`, by the validator)
+        if sym and (why := symbol_problem(sym)) is not None:
+            i = int(np.argmax((symbols == sym).to_numpy()))
+            raise DataValidationError("bad_symbol", why, symbol=sym, count=int((symbols == sym).sum()), source=src, row=i + 1)
+    out = pd.DataFrame({"ts_event": _timestamps(df, tz, daily, src), "symbol": symbols.astype("string")})
     for c in _NUMERIC:
-        out[c] = _numbers(df, c, src) if c in df.columns else np.nan
-    _check_order(out.assign(ts_event=out["ts_event"]), src)  # duplicates and backwards steps, in file order
-    return out.reset_index(drop=True)
+        out[c] = _numbers(df, c, src, typed) if c in df.columns else np.nan
+    future = (out["ts_event"] > pd.Timestamp.now(tz="UTC") + pd.Timedelta("1D")).to_numpy()
+    if future.any():  # before the order check: a stray future date would otherwise be reported as the next row going backwards
+        i = int(np.argmax(future))
+        raise DataValidationError("future_timestamp", "bar is labelled more than a day after now", symbol=str(out["symbol"].iloc[i]),
+                                  ts_event=out["ts_event"].iloc[i], count=int(future.sum()), source=src, row=i + 1)
+    try: _check_order(out, src)  # duplicates and backwards steps, in file order
+    except DataValidationError as e:
+        rows = _rows_of(out, e.symbol, e.ts_event)
+        raise e.located(row=int(rows[min(1, len(rows) - 1)]) + 1 if len(rows) else None) from None
+    out = out.reset_index(drop=True)
+    out.attrs["sha256"] = digest
+    return out
 
 # %% ../../nbs/data/08_files.ipynb #6f9b70c7
+def _merge_files(frame: pd.DataFrame) -> pd.DataFrame:
+    "Concatenated files with bars repeated identically across files kept once; a key holding different bars is refused, naming both files and rows."
+    key = ["symbol", "ts_event"]
+    repeated = frame.duplicated(key, keep=False).to_numpy()
+    if not repeated.any(): return frame
+    d = frame[repeated]
+    first = d.drop_duplicates(key, keep="first").set_index(key)
+    later = d[d.duplicated(key, keep="first")]
+    ref = first.loc[pd.MultiIndex.from_frame(later[key])]
+    a, b = later[_NUMERIC].to_numpy(), ref[_NUMERIC].to_numpy()
+    same = ((a == b) | (np.isnan(a) & np.isnan(b))).all(axis=1)
+    if not same.all():
+        i = int(np.argmax(~same))
+        bad, was = later.iloc[i], ref.iloc[i]
+        raise DataValidationError("conflicting_bars", f"{was['_file']} row {was['_row']} holds a different bar for the same symbol and timestamp",
+                                  symbol=bad["symbol"], ts_event=bad["ts_event"], count=int((~same).sum()), source=bad["_file"], row=int(bad["_row"]))
+    return frame[~frame.duplicated(key, keep="first").to_numpy()].reset_index(drop=True)
+
 class FileSource(BarSource):
     "Bars from CSV/Parquet files under the column contract, validated like every other source."
     name = "file"
 
     def __init__(self, paths: str | Path | list, # one file or several (concatenated; a symbol may span files)
-                 symbols: list[str] | None = None, # the symbols the files may hold; None: whatever they hold
+                 symbols: list[str] | None = None, # the symbols the files may hold (e.g. a universe's); None: whatever they hold
                  calendar: str | dict = "XNYS", # calendar of every symbol, or symbol -> calendar
                  max_gap: int = 0, # consecutive missing calendar bars tolerated
                  tz: str = "UTC", # timezone of naive timestamps
+                 universe: list[str] | None = None, # when known: every symbol in the files must belong to it
                 ):
         self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
         if not self.paths: raise InputValidationError("paths", paths, "give at least one file")
         self._allowed = None if symbols is None else list(dict.fromkeys(symbols))
         self.calendar, self.max_gap, self.tz = calendar, max_gap, tz
+        self._universe = None if universe is None else set(universe)
         self._cache: dict[bool, pd.DataFrame] = {}
+        self.file_hashes: dict[str, str] = {}  # path -> sha256 of the bytes that were parsed
+        self._bytes: dict[str, bytes] = {}  # path -> its bytes, read once for every parse (daily and intraday)
 
     def _frame(self, daily: bool) -> pd.DataFrame:
         if daily not in self._cache:
             parts = []
             for p in self.paths:
-                df = read_bar_file(p, self.tz, daily)
+                if str(p) not in self._bytes: self._bytes[str(p)] = read_file_bytes(p, str(p))
+                df = read_bar_file(p, self.tz, daily, data=self._bytes[str(p)])
+                self.file_hashes[str(p)] = df.attrs["sha256"]
                 if self._allowed is not None:
                     bad = ~df["symbol"].isin(self._allowed).to_numpy()
-                    if bad.any(): raise UnknownSymbolError(str(df["symbol"].iloc[int(np.argmax(bad))]), f"the requested symbols {self._allowed} (file {p})")
-                parts.append(df.assign(source=f"file:{p.name}"))
-            self._cache[daily] = pd.concat(parts, ignore_index=True)
+                    if bad.any(): raise UnknownSymbolError(str(df["symbol"].iloc[int(np.argmax(bad))]), f"the requested symbols {self._allowed} (file {p}, row {int(np.argmax(bad)) + 1})")
+                if self._universe is not None:
+                    bad = ~df["symbol"].isin(self._universe).to_numpy()
+                    if bad.any(): raise UnknownSymbolError(str(df["symbol"].iloc[int(np.argmax(bad))]), f"the universe (file {p}, row {int(np.argmax(bad)) + 1})")
+                # provenance is the file kind, not its name: the same bars from a renamed file are the same bars
+                parts.append(df.assign(source="file", _file=str(p), _row=np.arange(1, len(df) + 1)))
+            self._cache[daily] = _merge_files(pd.concat(parts, ignore_index=True))
         return self._cache[daily]
 
     def symbols(self) -> list[str]:
@@ -157,3 +253,13 @@ class FileSource(BarSource):
         if start is not None: df = df[df["ts_event"] >= start]
         if end is not None: df = df[df["ts_event"] <= end]
         return df
+
+    def bars(self, *args, **kwargs) -> pd.DataFrame:
+        "Validated bars (see `BarSource.bars`); a rule broken is reported with the file and row it came from."
+        try: return super().bars(*args, **kwargs)
+        except DataValidationError as e:
+            for frame in self._cache.values():
+                if len(rows := _rows_of(frame, e.symbol, e.ts_event)):
+                    hit = frame.iloc[int(rows[min(1, len(rows) - 1)] if e.rule == "duplicate_timestamp" else rows[0])]
+                    raise e.located(hit["_file"], int(hit["_row"])) from None
+            raise

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 import pandas as pd
+from ..core.cliargs import OneLineParser, bounded_float, bounded_int
 from ..core.errors import DataError, DataValidationError, InputValidationError, TradingError
 from .bars import validate_bars
 from .bundled import BUNDLED, BundledSource
 from .sources import BarSource, utc_timestamp
+from .universe import UNIVERSES, get_universe
 from .macro import MACRO_COLUMNS, load_bundled_macro
 
 # %% auto #0
@@ -67,18 +69,44 @@ def _swap_in(tmp: Path, out: Path) -> None:
     tmp.rename(out)
     if old is not None: shutil.rmtree(old)
 
+_BUILD_MARK = ".trading-data-build"  # written into our build directories, removed just before the swap
+
 def _remove_stale_temps(out: Path) -> None:
-    "Remove build directories left by a snapshot process that was killed."
-    for p in out.parent.glob(f".{out.name}-tmp-*"): shutil.rmtree(p, ignore_errors=True)
+    "Remove build directories left by a snapshot process that was killed (only ours: they carry the build mark)."
+    for p in out.parent.glob(f".{out.name}-tmp-*"):
+        if p.is_dir() and not p.is_symlink() and (p / _BUILD_MARK).is_file(): shutil.rmtree(p, ignore_errors=True)
+
+def _snapshot_files(manifest: dict) -> set[str]:
+    "Paths (relative, POSIX) a manifest says its snapshot consists of, the manifest included."
+    entries = list(manifest.get("datasets", {}).values()) + ([manifest["macro"]] if manifest.get("macro") else [])
+    return {"manifest.json"} | {str(m["file"]) for m in entries}
+
+def _check_target(out: Path) -> None:
+    "Refuse to replace `out` unless it is absent, empty, or a snapshot of ours holding nothing else: never delete what we did not write."
+    if not out.exists() and not out.is_symlink(): return
+    if out.is_symlink() or not out.is_dir(): raise InputValidationError("out", str(out), "exists and is not a directory; choose a new or empty folder")
+    present = {p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir() or p.is_symlink()}
+    if not present and not any(out.iterdir()): return
+    try: ours = _snapshot_files(json.loads((out / "manifest.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise InputValidationError("out", str(out), f"is a non-empty folder that is not a trading-data snapshot (it holds {sorted(present)[:5]}); "
+                                   "choose a new or empty folder, nothing was changed") from None
+    dirs = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_dir() and not p.is_symlink()}
+    foreign = sorted((present - ours) | {d for d in dirs if not any(f.startswith(d + "/") for f in ours)})
+    if foreign: raise InputValidationError("out", str(out), f"holds files this tool did not write {foreign[:5]}; move them away first, nothing was changed")
 
 def _build(out: Path, fill) -> dict:
     "Run `fill(tmp) -> manifest` in a fresh temporary directory beside `out`, write the manifest, swap it in."
+    _check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-tmp-", dir=out.parent))
     try:
+        (tmp / _BUILD_MARK).touch()
         manifest = fill(tmp)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _check_target(out)  # again: the folder may have been filled while we fetched
+        (tmp / _BUILD_MARK).unlink()
         _swap_in(tmp, out)
         return manifest
     except BaseException:
@@ -132,12 +160,14 @@ def make_source(source: str, # `alpaca`, `ccxt`, `csv` or `parquet` (the last tw
                 calendar: str = "XNYS", # csv/parquet: calendar of the symbols
                 tz: str = "UTC", # csv/parquet: timezone of naive timestamps
                 max_gap: int = 0, # missing calendar bars tolerated
+                universe: str | None = None, # csv/parquet: name of a universe (`trading.data.universe`) the files' symbols must belong to
                 base_url: str | None = None, # alpaca/ccxt: API base URL override (proxy, test server)
                 timeout: float = 30.0, # alpaca/ccxt: seconds per HTTP request
                 max_retries: int = 4, # alpaca/ccxt: retries of rate-limit and 5xx answers (exponential backoff)
                 settings=None, # `trading.core.settings.Settings`; None reads the environment
                ) -> BarSource:
     "The `BarSource` behind a `--source` name, configured from command-line options."
+    if universe is not None and source not in ("csv", "parquet"): raise InputValidationError("universe", universe, "applies to csv/parquet files; for alpaca/ccxt pass --symbols")
     if source == "alpaca":
         from trading.data.alpaca import AlpacaSource
         if not symbols: raise InputValidationError("symbols", symbols, "--source alpaca needs --symbols")
@@ -150,7 +180,8 @@ def make_source(source: str, # `alpaca`, `ccxt`, `csv` or `parquet` (the last tw
     if source in ("csv", "parquet"):
         from trading.data.files import FileSource
         if not files: raise InputValidationError("files", files, f"--source {source} needs --files")
-        return FileSource(files, symbols=symbols or None, calendar=calendar, max_gap=max_gap, tz=tz)
+        return FileSource(files, symbols=symbols or None, calendar=calendar, max_gap=max_gap, tz=tz,
+                          universe=None if universe is None else get_universe(universe).symbols)
     raise InputValidationError("source", source, f"expected one of {list(SOURCES)}")
 
 def _provider(source: str) -> str:
@@ -188,7 +219,9 @@ def write_source_snapshot(out: str | Path = "data", # target directory (replaced
     request = dict(source=source, symbols=list(wanted), start=None if start_ts is None else start_ts.isoformat(),
                    end=None if end_ts is None else end_ts.isoformat(), timeframe=timeframe)
     if hasattr(src, "request"): request.update(src.request())
-    if source in ("csv", "parquet"): request["files"] = {Path(p).name: _sha256(Path(p)) for p in src.paths}
+    if source in ("csv", "parquet"):  # hashes of the very bytes that were parsed, not of the files as they are now
+        names = [Path(p).name for p in src.paths]
+        request["files"] = {(Path(p).name if names.count(Path(p).name) == 1 else str(p)): src.file_hashes[str(p)] for p in src.paths}
 
     def fill(tmp):
         rel = f"bars/{dataset}.parquet"
@@ -244,15 +277,16 @@ def load_snapshot(path: str | Path = "data", # snapshot directory
 # %% ../../nbs/data/06_snapshot.ipynb #d2ca53f6
 def main(argv: list[str] | None = None) -> int:
     "trading-data: list bundled datasets, write or verify a snapshot."
-    p = argparse.ArgumentParser(prog="trading-data", description="Market-data snapshots for the trading pipeline.")
+    p = OneLineParser(prog="trading-data", description="Market-data snapshots for the trading pipeline.")
     sub = p.add_subparsers(dest="cmd", required=True)
     snap = sub.add_parser("snapshot", help="write a deterministic snapshot directory")
     snap.add_argument("--source", default="bundled", help="where bars come from: bundled (offline), alpaca, ccxt, csv|parquet (files)")
     snap.add_argument("--datasets", default=None, help="bundled: comma-separated dataset names (default: all)")
-    snap.add_argument("--out", default="data", help="target directory, replaced atomically")
+    snap.add_argument("--out", default="data", help="target directory, replaced atomically; must be new, empty or a previous snapshot")
     snap.add_argument("--no-macro", action="store_true", help="bundled: skip the macro series")
     on = snap.add_argument_group("alpaca, ccxt and file sources")
     on.add_argument("--symbols", default=None, help="comma-separated tickers or BASE/QUOTE pairs (files: the symbols allowed)")
+    on.add_argument("--universe", default=None, choices=sorted(UNIVERSES), help="csv/parquet: refuse symbols outside this universe")
     on.add_argument("--start", default=None, help="first bar, ISO date or timestamp (UTC if naive)")
     on.add_argument("--end", default=None, help="last bar, inclusive")
     on.add_argument("--timeframe", default="1D", help="bar length: 1D, 1h, 15min, ...")
@@ -264,10 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     on.add_argument("--files", default=None, help="csv/parquet: comma-separated input files")
     on.add_argument("--calendar", default="XNYS", help="csv/parquet: calendar of the symbols (XNYS, 24/7, weekdays)")
     on.add_argument("--tz", default="UTC", help="csv/parquet: timezone of naive timestamps")
-    on.add_argument("--max-gap", type=int, default=0, help="missing calendar bars tolerated")
+    on.add_argument("--max-gap", type=bounded_int(0, 100_000), default=0, help="missing calendar bars tolerated")
     on.add_argument("--base-url", default=None, help="alpaca/ccxt: API base URL override (a proxy or a test server)")
-    on.add_argument("--timeout", type=float, default=30.0, help="alpaca/ccxt: seconds per HTTP request")
-    on.add_argument("--max-retries", type=int, default=4, help="alpaca/ccxt: retries of rate-limit and 5xx answers")
+    on.add_argument("--timeout", type=bounded_float(0, 3600), default=30.0, help="alpaca/ccxt: seconds per HTTP request, in (0, 3600]")
+    on.add_argument("--max-retries", type=bounded_int(0, 20), default=4, help="alpaca/ccxt: retries of rate-limit and 5xx answers, 0..20")
     ver = sub.add_parser("verify", help="check a snapshot's hashes and bar rules")
     ver.add_argument("--dir", default="data")
     sub.add_parser("list", help="list the bundled datasets")
@@ -280,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 m = write_snapshot(a.out, a.datasets.split(",") if a.datasets else None, a.source, not a.no_macro)
             else:
                 split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None
-                m = write_source_snapshot(a.out, a.source, split(a.symbols), a.start, a.end, a.timeframe, a.dataset,
+                m = write_source_snapshot(a.out, a.source, split(a.symbols), a.start, a.end, a.timeframe, a.dataset, universe=a.universe,
                                           asset_class=a.asset_class, feed=a.feed, adjustment=a.adjustment, exchange=a.exchange,
                                           files=split(a.files), calendar=a.calendar, tz=a.tz, max_gap=a.max_gap,
                                           base_url=a.base_url, timeout=a.timeout, max_retries=a.max_retries)
@@ -291,6 +325,16 @@ def main(argv: list[str] | None = None) -> int:
             for d in s.datasets: s.bars(d)
             print(f"{a.dir}: {len(s.datasets)} datasets verified")
     except TradingError as e:
-        print(f"trading-data: error: {e}", file=sys.stderr)
+        print(f"trading-data: error: {_redact(str(e))}", file=sys.stderr)
         return 2
+    except Exception:  # a bug, not bad input: keep the traceback, without secrets
+        import traceback
+        print(_redact(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
     return 0
+
+def _redact(text: str) -> str:
+    "`text` with every configured secret masked (settings that fail to load still leave URL passwords masked)."
+    from trading.core.settings import Settings, redact
+    try: return Settings().redact(text)
+    except Exception: return redact(text, [])

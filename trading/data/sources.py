@@ -36,6 +36,10 @@ class BarSource(ABC):
     def max_gap_of(self, symbol: str) -> int:
         "Consecutive missing calendar bars tolerated for `symbol` (0: none)."
         return 0
+    def jump_policy(self) -> str:
+        "What a one-bar jump beyond `max_jump` does: `raise` (default), or `flag` for sources serving split-unadjusted prices (`adjustment='raw'` or `'dividend'`), where a split is a real, expected jump."
+        return "flag" if getattr(self, "adjustment", None) in ("raw", "dividend") else "raise"
+    max_jump: float = 4.0  # largest accepted ratio between consecutive closes (see `validate_bars`)
     def checks_calendar(self, timeframe: str) -> bool:
         "Whether bars of `timeframe` are checked against the calendar (False where the calendar does not define them, e.g. extended-hours intraday stock bars)."
         return True
@@ -59,4 +63,4 @@ class BarSource(ABC):
         raw = self._fetch(wanted, start, end, timeframe)
         bars = to_bar_schema(raw, source=self.name).sort_values(["symbol", "ts_event"], kind="stable").reset_index(drop=True)
         return validate_bars(bars, calendar=self.calendar_of if self.checks_calendar(timeframe) else None, freq=timeframe, max_gap=self.max_gap_of,
-                             known_symbols=wanted, allow_empty=True, source=self.name)
+                             known_symbols=wanted, allow_empty=True, source=self.name, max_jump=self.max_jump, jump_policy=self.jump_policy())
