@@ -13,10 +13,10 @@ from ..core.errors import DataValidationError, InputValidationError, SourceUnava
 from ..core.settings import RedactingFilter, Settings
 from .calendars import CRYPTO_247, expected_timestamps
 from .sources import BarSource
-from ..net.http import RateLimits, RetryPolicy, deadline_adapter, mount
+from ..net.http import PaginationError, RateLimits, RetryPolicy, deadline_adapter, mount
 
 # %% auto #0
-__all__ = ['alpaca_timeframe', 'PaginationError', 'AlpacaSource']
+__all__ = ['alpaca_timeframe', 'AlpacaSource']
 
 # %% ../../nbs/data/09_alpaca.ipynb #d931e8dc
 _LOCAL_TZ = {"stock": "America/New_York", "crypto": "America/Chicago"}  # where Alpaca's daily bars start
@@ -51,9 +51,6 @@ def _retry_after(e: BaseException) -> float | None:
         try: return retry_after_seconds(e.response.headers)
         except AttributeError: return None
     return None
-
-class PaginationError(SourceUnavailableError):
-    "A paginated answer looped, repeated a page, ran past the page cap or stopped before the data ended."
 
 def _guard_pages(client, max_pages: int, where: str) -> None:
     "Wrap `client.get` so that one paginated fetch refuses a repeated token, a repeated page and more than `max_pages` pages."
