@@ -13,7 +13,7 @@ from ..core.errors import DataValidationError, InputValidationError, SourceUnava
 from ..core.settings import RedactingFilter, Settings
 from .calendars import CRYPTO_247, expected_timestamps
 from .sources import BarSource
-from ..net.http import PaginationError, RateLimits, RetryPolicy, deadline_adapter, mount
+from ..net.http import PaginationError, RateLimitedError, RateLimits, RetryPolicy, deadline_adapter, mount
 
 # %% auto #0
 __all__ = ['alpaca_timeframe', 'AlpacaSource']
@@ -151,6 +151,7 @@ class AlpacaSource(BarSource):
         where = self.url_override or "https://data.alpaca.markets"
         try: return fn(*args)
         except SourceUnavailableError: raise
+        except RateLimitedError as e: raise SourceUnavailableError(self._redact(f"alpaca at {where}: {e}")) from None
         except APIError as e:
             status = e.status_code
             try: msg = str(e.message)

@@ -14,7 +14,7 @@ from ..core.errors import InputValidationError, SourceUnavailableError, UnknownS
 from ..core.settings import RedactingFilter, Settings
 from .calendars import CRYPTO_247
 from .sources import BarSource
-from ..net.http import PaginationError, RateLimits, RetryPolicy, deadline_adapter, mount, retry_after_seconds
+from ..net.http import PaginationError, RateLimitedError, RateLimits, RetryPolicy, deadline_adapter, mount, retry_after_seconds
 
 # %% auto #0
 __all__ = ['normalize_symbol', 'ccxt_timeframe', 'CcxtSource']
@@ -136,6 +136,7 @@ class CcxtSource(BarSource):
         import ccxt
         try: return self.retry.call(lambda: fn(*args, **kw), self._transient, self._retry_after)
         except ccxt.BadSymbol: raise UnknownSymbolError(symbol or "?", f"the markets of {self.exchange_id}") from None
+        except RateLimitedError as e: raise SourceUnavailableError(f"{self.exchange_id}: {e}") from None
         except ccxt.BaseError as e: err = e
         except (ValueError, TypeError, KeyError, IndexError) as e:  # a body ccxt could not parse into its structures
             raise SourceUnavailableError(self._redact(f"{self.exchange_id} sent a malformed response: {type(e).__name__}: {str(e)[:160]}")) from None

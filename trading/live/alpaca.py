@@ -18,7 +18,7 @@ from ..core.orders import Order, OrderType, Side
 from ..core.settings import RedactingFilter, Settings
 from .broker import (Broker, DuplicateClientOrderIdError, MarketRules, RequestBudget, SubmitUncertainError, VenueFill, VenueOrder,
                      VenueUnavailableError, map_status)
-from ..net.http import Breakers, CircuitOpenError, RateLimits, RetryPolicy, deadline_adapter, mount
+from ..net.http import Breakers, CircuitOpenError, RateLimitedError, RateLimits, RetryPolicy, deadline_adapter, mount
 
 # %% auto #0
 __all__ = ['is_option_symbol', 'crypto_symbol', 'parse_order', 'parse_fill', 'retry_after_seconds', 'classify_error',
@@ -114,6 +114,10 @@ def classify_error(e: BaseException, # what the SDK call raised
     from alpaca.common.exceptions import APIError
     maybe = SubmitUncertainError if submitting else VenueUnavailableError
     if isinstance(e, BrokerError): return e
+    if isinstance(e, RateLimitedError):  # held back by our budget during the venue's pause: nothing was sent
+        err = VenueUnavailableError(f"alpaca: {e}", retry_after=e.retry_after)
+        err.not_sent = True
+        return err
     if isinstance(e, APIError):
         status, msg = e.status_code, redact(_venue_message(e)[:300])
         if status == 429:
@@ -160,7 +164,7 @@ def _endpoint_class(request) -> str:
 
 def _counts_against_venue(e: BaseException) -> bool:
     "A failure that says the venue is unwell (breaker counts it), not an answer such as a reject or a 404."
-    return isinstance(e, (VenueUnavailableError, SubmitUncertainError)) and not getattr(e, "circuit_open", False)
+    return isinstance(e, (VenueUnavailableError, SubmitUncertainError)) and not getattr(e, "not_sent", False)
 
 class AlpacaBroker(Broker):
     "The `Broker` interface on Alpaca's Trading API v2 through alpaca-py (paper endpoints by default)."
@@ -223,7 +227,7 @@ class AlpacaBroker(Broker):
         try: return self.breakers[endpoint].call(call, _counts_against_venue)
         except CircuitOpenError as e:  # nothing was sent: safe to ask again later
             err = VenueUnavailableError(f"alpaca: {e}", retry_after=min(e.retry_in, self.max_wait))
-            err.circuit_open = True
+            err.not_sent = True
             raise err from None
 
     def _read(self, fn, *args):
