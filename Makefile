@@ -58,10 +58,12 @@ bench: install snapshot services
 	$(PY) bench/live_speed.py
 
 # Crash harness: 1,000 SIGKILLs of a paper bot at named points of the order lifecycle, then 200 of a bot trading
-# through alpaca-py against the loopback fake Alpaca (CI runs 50 + 20 of them in make test).
+# through alpaca-py against the loopback fake Alpaca (CI runs 50 + 20 of them in make test); then the network layer's
+# goals and fault suite at full size (CI runs them small in tests/test_net_faults.py).
 soak: install
 	$(PY) tests/soak.py --kills 1000
 	$(PY) tests/soak.py --venue alpaca --kills 200
+	$(PY) tests/net_soak.py --full  # network layer: 1,000 orders vs the fake's (6x compressed) 200/min limit, 30 s drops x 10 min (20x compressed), faults
 
 readme: install
 	$(PY) tools/readme.py

@@ -166,7 +166,7 @@ class CcxtSource(BarSource):
             if pages > self.max_pages: raise PaginationError(f"{self.exchange_id} pagination of {symbol} ran past {self.max_pages} pages")
             page = self._call(fn, symbol, since=since, symbol=symbol, **kw)
             if not isinstance(page, list): raise SourceUnavailableError(f"{self.exchange_id} answered {type(page).__name__}, not a list of rows")
-            if not page: self._check_empty_answer()
+            if not page: self._check_empty_answer(repeated=bool(rows))
             page = sorted((r for r in page if since <= ts_of(r) <= end_ms), key=ts_of)
             if not page: break
             rows += page
@@ -178,13 +178,15 @@ class CcxtSource(BarSource):
                                   f"before the requested end {pd.Timestamp(end_ms, unit='ms', tz='UTC')} (a short or repeated page)")
         return rows
 
-    def _check_empty_answer(self):
+    def _check_empty_answer(self, repeated: bool = False # pages came before: rows ccxt dropped as older than `since` are a repeated page
+                           ):
         "ccxt turns a body it cannot read into an empty page: tell a real empty answer (`[]`, `{\"candles\": []}`) from that."
         ex = self._ex
         text, body = getattr(ex, "last_http_response", None), getattr(ex, "last_json_response", None)
         def content(x): return (isinstance(x, (list, str)) and len(x) > 0 and (isinstance(x, str) or any(content(v) or not isinstance(v, (list, dict)) for v in x))) \
                                 or (isinstance(x, dict) and any(content(v) for v in x.values()))
         if text and body is None: raise SourceUnavailableError(f"{self.exchange_id} sent a malformed response (not JSON): {text[:80]!r}")
+        if content(body) and repeated: raise PaginationError(f"{self.exchange_id} answered rows older than the page asked for (a repeated page): {str(body)[:80]}")
         if content(body): raise SourceUnavailableError(f"{self.exchange_id} sent a response ccxt could not read as rows: {str(body)[:120]}")
 
     def _fetch(self, symbols, start, end, timeframe):

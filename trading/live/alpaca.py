@@ -222,7 +222,9 @@ class AlpacaBroker(Broker):
             except Exception as e:
                 err = classify_error(e, submitting, self._redact)
                 if isinstance(err, VenueUnavailableError) and err.retry_after is not None and err.retry_after > self.max_wait:
-                    err = VenueUnavailableError(f"{err} (asked to wait {err.retry_after:.0f} s; capped at {self.max_wait:.0f} s)", retry_after=self.max_wait)
+                    asked = err.retry_after
+                    err = VenueUnavailableError(f"{err} (asked to wait {asked:.0f} s; capped at {self.max_wait:.0f} s)", retry_after=self.max_wait)
+                    err.venue_retry_after = asked  # what the retry policy judges: longer than max_wait ends the read now
                 raise err from None
         try: return self.breakers[endpoint].call(call, _counts_against_venue)
         except CircuitOpenError as e:  # nothing was sent: safe to ask again later
@@ -233,7 +235,7 @@ class AlpacaBroker(Broker):
     def _read(self, fn, *args):
         "A read with bounded retries (`self.retry`) of `VenueUnavailableError` (429, 5xx, timeouts, resets)."
         return self.retry.call(lambda: self._once(fn, *args), lambda e: _counts_against_venue(e),
-                               lambda e: getattr(e, "retry_after", None))
+                               lambda e: getattr(e, "venue_retry_after", getattr(e, "retry_after", None)))
 
     def net_state(self) -> dict:
         "Circuit breakers, request budget and read-retry counters (for the bot's trading state and for metrics)."

@@ -238,7 +238,7 @@ class _CcxtConnection:
                 err.not_sent = True
                 raise err from None
         if submitting or endpoint == "orders": return once()  # a write is never retried here: the order manager looks it up first
-        return self.retry.call(once, _venue_unwell, lambda e: getattr(e, "retry_after", None))
+        return self.retry.call(once, _venue_unwell, lambda e: getattr(e, "venue_retry_after", getattr(e, "retry_after", None)))
 
     def net_state(self) -> dict:
         "Circuit breakers, request budget and read-retry counters (for the bot's trading state and for metrics)."
@@ -262,7 +262,9 @@ class _CcxtConnection:
                 err = e
             out = ccxt_error(err, self.exchange_id, self._sent, self._status, self._headers, submitting, self._redact)
             if isinstance(out, VenueUnavailableError) and out.retry_after is not None and out.retry_after > self.max_wait:
-                out = VenueUnavailableError(f"{out} (asked to wait {out.retry_after:.0f} s; capped at {self.max_wait:.0f} s)", retry_after=self.max_wait)
+                asked = out.retry_after
+                out = VenueUnavailableError(f"{out} (asked to wait {asked:.0f} s; capped at {self.max_wait:.0f} s)", retry_after=self.max_wait)
+                out.venue_retry_after = asked  # what the retry policy judges: longer than max_wait ends the read now
             raise out from None
 
     def _call(self, name: str, *args, **kw):
