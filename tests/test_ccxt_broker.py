@@ -165,10 +165,11 @@ def test_the_venue_own_limit_answers_429_and_its_retry_after_is_honoured_so_no_b
             except VenueUnavailableError as e:
                 errors.append(e)
         assert len(s.requests) == 7  # 6 allowed (markets + accounts), one 429, then silence until the venue's pause ends
-        assert len(errors) >= 6 and all("nothing was sent" in str(e) and "418" not in str(e) for e in errors)
+        assert "429" in str(errors[0]) and "asked to wait 60 s" in str(errors[0])  # longer than max_wait: not retried, typed now
+        assert len(errors) >= 6 and all("nothing was sent" in str(e) for e in errors[1:]) and all("418" not in str(e) for e in errors)
         assert all(e.retry_after == 1.0 for e in errors)  # what a caller may sleep: capped
         state = b.net_state()
-        assert state["limits"]["capped"] == 1 and state["retries"]["retries"] == 1  # the 429 itself was retried once, after 1 s
+        assert state["limits"]["capped"] == 1 and state["retries"]["retries"] == 0
         assert set(state["breakers"].values()) == {"closed"}  # our own hold-backs are not venue failures
 
 
