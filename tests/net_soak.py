@@ -12,8 +12,8 @@ Three parts, each printing what it measured:
    order placed is the goal; the ratio of achieved rate to the fake's limit is printed.
 2. **Disconnects.** A bot places orders (the fake fills them on arrival) while the trade-updates WebSocket is dropped
    every `drop_every` seconds for `duration` seconds; fills announced while the socket is down are lost by the
-   venue's stream. On every reconnect the bot reconciles by REST (gap-fill). The goal: every venue fill is in
-   the journal, none twice. The full size is the issue's "every 30 s for 10 minutes" compressed 20x
+   venue's stream, and around each drop the stream also duplicates events and delivers one out of order. On every
+   reconnect the bot reconciles by REST (gap-fill). The goal: every venue fill is in the journal, none twice. The full size is the issue's "every 30 s for 10 minutes" compressed 20x
    (every 1.5 s for 30 s); CI drops every 0.5 s for 4 s.
 3. **Faults.** One scenario per fault (429 storms, 5xx, 504, a slow answer, a byte trickle, truncated JSON, a
    connection reset, a looping page token, a repeated page, a short pagination) against the data clients and the
@@ -58,13 +58,13 @@ T0 = dt.datetime(2024, 3, 1, 15, tzinfo=dt.timezone.utc)
 
 # ------------------------------------------------------------------------------------------------ 1. rate limit
 
-def rate_limit_goal(orders: int = 100, limit: int = 40, window: float = 2.0, headroom: float = 0.9) -> dict:
+def rate_limit_goal(orders: int = 100, limit: int = 40, window: float = 2.0, headroom: float = 0.9, limit_headers: bool = False) -> dict:
     "Submit `orders` orders through a budget at `headroom` of the fake's `limit` per `window` s; count 429s and orders placed."
     per_minute = limit / window * 60 * headroom
     burst = max(1, int(limit * (1 - headroom)) - 1)  # burst + rate * window stays below the fake's window limit
     with AlpacaTradingServer(keys=(KEY, SECRET)) as srv:
         srv.add_asset("AAPL", 10.0)
-        srv.rate_limit = (limit, window)
+        srv.rate_limit, srv.limit_headers = (limit, window), limit_headers
         broker = AlpacaBroker(SETTINGS, url_override=srv.url, fractional=True, budget=RequestBudget(per_minute, burst=burst), read_retries=0)
         t = time.monotonic()
         errors = 0
@@ -98,6 +98,8 @@ def disconnect_goal(duration: float = 4.0, drop_every: float = 0.5, order_every:
         def dropper():
             while not stop.wait(drop_every):
                 try:
+                    srv.duplicate_next += 2  # and around it the stream repeats events ...
+                    srv.hold_next += 1  # ... and delivers one late, after its successor (out of order)
                     srv.drop_next += 3  # the events of the moments around the drop are lost, as a real outage loses them
                     srv.disconnect(); drops[0] += 1
                 except Exception:  # noqa: BLE001 - the loop may be between connections
@@ -281,6 +283,10 @@ def main(argv=None) -> int:
           f"budget {rl['budget_per_min']}/min): {rl['orders']} orders in {rl['seconds']} s -> placed {rl['placed']}, HTTP 429s {rl['http_429']}, "
           f"errors {rl['errors']}; achieved {rl['achieved_per_min']}/min = {rl['achieved_over_limit']:.1%} of the fake's limit")
     ok &= rl["http_429"] == 0 and rl["placed"] == rl["orders"]
+    n = 300 if a.full else 60
+    over = [rate_limit_goal(n, 20, 1.0, headroom=1.5, limit_headers=h) for h in (False, True)]
+    print(f"a budget 50% above the fake's limit ({n} orders, 20 per 1 s): without X-RateLimit-* headers {over[0]['http_429']} HTTP 429s "
+          f"({over[0]['placed']} placed); honouring X-RateLimit-Remaining/Reset {over[1]['http_429']} HTTP 429s ({over[1]['placed']} placed)")
     dc = disconnect_goal(30.0, 1.5) if a.full else disconnect_goal(4.0, 0.5)
     print(f"disconnects (every {dc['drop_every']} s for {dc['seconds']} s; the issue's 30 s for 10 min is this compressed 20x at --full): "
           f"{dc['drops']} drops, {dc['connections']} connections, {dc['orders']} orders, {dc['venue_fills']} venue fills, "

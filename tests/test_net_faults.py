@@ -66,3 +66,10 @@ def test_writes_are_never_retried_by_the_broker(suite):
         assert r["posts"] == 1 and r["venue_orders"] == 1  # landed once; the manager looks it up, the broker never re-sends
     r = _row(suite, "alpaca broker", "submit: 5 failures open the orders breaker")
     assert r["posts"] == 5 and r["breakers"]["alpaca:orders"] == "open"  # the 6th submit was not sent
+
+
+@pytest.mark.timeout(120)
+def test_x_ratelimit_headers_are_honoured_even_by_a_budget_above_the_limit():
+    "A budget 50% above the fake's limit: the venue's X-RateLimit-Remaining/Reset pause the client before the 429."
+    r = net_soak.rate_limit_goal(60, 20, 1.0, headroom=1.5, limit_headers=True)
+    assert r["http_429"] == 0 and r["placed"] == 60

@@ -39,6 +39,7 @@ class LoopbackServer:
         self._lock = threading.Lock()
         self.rate_limit: tuple[int, float] | None = None  # (requests, window seconds): more in one window answer 429
         self.throttled = 0  # 429s answered by the rate limit
+        self.limit_headers = False  # send X-RateLimit-Limit/Remaining/Reset with every answer (when rate_limit is set)
         self._window: list[float] = []
         outer = self
 
@@ -99,6 +100,13 @@ class LoopbackServer:
         if len(self._window) >= n: return True
         self._window.append(now)
         return False
+
+    def _limit_headers(self) -> dict:
+        "Alpaca's `X-RateLimit-*` headers: the limit, what is left in the window, when the oldest request leaves it (epoch s)."
+        if self.rate_limit is None or not self.limit_headers: return {}
+        n, window = self.rate_limit
+        reset = time.time() + (self._window[0] + window - time.monotonic() if self._window else 0)
+        return {"X-RateLimit-Limit": str(n), "X-RateLimit-Remaining": str(max(n - len(self._window), 0)), "X-RateLimit-Reset": f"{reset:.3f}"}
 
     def reset(self) -> None:
         "Forget recorded requests and pending faults (between tests sharing one server)."
@@ -168,7 +176,8 @@ class LoopbackServer:
                 fault.times -= 1
             elif self._over_limit():
                 self.throttled += 1
-                fault = Fault(parts.path, 429, b'{"code": 42910000, "message": "rate limit exceeded"}', headers={"Retry-After": "1"})
+                fault = Fault(parts.path, 429, b'{"code": 42910000, "message": "rate limit exceeded"}', headers={"Retry-After": "1", **self._limit_headers()})
+            limit_headers = self._limit_headers()
         if fault and not fault.after:
             if fault.delay:
                 time.sleep(fault.delay)
@@ -184,4 +193,5 @@ class LoopbackServer:
         headers_out = None
         if isinstance(body, tuple):  # (body, headers)
             body, headers_out = body
+        if limit_headers: headers_out = {**limit_headers, **(headers_out or {})}
         self._send(h, status, json.dumps(body).encode(), headers_out)

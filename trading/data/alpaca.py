@@ -202,11 +202,13 @@ class AlpacaSource(BarSource):
     def _check_complete(self, df, symbols, start, end) -> None:
         "Every symbol's daily bars reach the last session before `end` (within `max_gap`), or the pagination stopped short."
         today = pd.Timestamp.now(tz="UTC").normalize()
-        last_day = min(end, today - pd.Timedelta("1D")) if end is not None else today - pd.Timedelta("1D")
+        last = df.groupby("symbol")["ts_event"].max()
+        if end is not None and end < today - pd.Timedelta("1D"): last_day = end  # a closed historical range: the data must be there
+        elif len(last): last_day = last.max()  # up to now, where a feed may lag: every symbol must reach the newest bar any symbol has
+        else: return
         sessions = expected_timestamps(self.calendar_of(symbols[0]), start, last_day)
         if len(sessions) <= self.max_gap: return
         must_reach = sessions[-1 - self.max_gap]
-        last = df.groupby("symbol")["ts_event"].max()
         for s in symbols:
             if s in last.index and last[s] >= must_reach: continue
             if s not in last.index and last.empty: continue  # nothing at all in the range: an honest empty answer

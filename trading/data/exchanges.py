@@ -171,9 +171,8 @@ class CcxtSource(BarSource):
             if not page: break
             rows += page
             since = ts_of(page[-1]) + step_ms
-        now_ms = int(time.time() * 1000)
-        last_due = min(end_ms, now_ms - 2 * step_ms)  # the newest candle may not be out yet
-        if check_end and rows and ts_of(rows[-1]) < last_due - (self.max_gap + 1) * step_ms:
+        historical = end_ms < int(time.time() * 1000) - max(2 * step_ms, 86_400_000)  # a closed range: up to now, a feed may lag
+        if check_end and historical and rows and ts_of(rows[-1]) < end_ms - (self.max_gap + 1) * step_ms:
             raise PaginationError(f"{self.exchange_id} pagination of {symbol} stopped at {pd.Timestamp(ts_of(rows[-1]), unit='ms', tz='UTC')}, "
                                   f"before the requested end {pd.Timestamp(end_ms, unit='ms', tz='UTC')} (a short or repeated page)")
         return rows

@@ -310,7 +310,7 @@ class AlpacaBroker(Broker):
         if since is not None:
             if since.tzinfo is None: raise InputValidationError("since", since, "timestamps must be timezone-aware")
             params["after"] = (since.astimezone(dt.timezone.utc) - dt.timedelta(seconds=1)).isoformat()  # `after` is strict; trimmed below
-        out, seen = [], set()
+        out, seen, tokens = [], set(), set()
         while True:
             page = self._read(self._client.get, "/account/activities/FILL", dict(params))
             if not isinstance(page, list): raise BrokerError(f"alpaca sent a malformed activity page: {type(page).__name__}")
@@ -320,7 +320,9 @@ class AlpacaBroker(Broker):
                 seen.add(f.fill_id)
                 out.append(f.model_copy(update=dict(client_order_id=self._cids.get(f.venue_order_id))))
             if len(page) < page_size: break
+            if page[-1].get("id") in tokens: raise BrokerError(f"alpaca sent the activity page after {page[-1].get('id')!r} twice: the pagination loops")
             params["page_token"] = page[-1]["id"]
+            tokens.add(params["page_token"])
         out.sort(key=lambda f: f.ts_event)
         return [f for f in out if since is None or f.ts_event >= since]
 

@@ -363,7 +363,10 @@ class CcxtBroker(_CcxtConnection, Broker):
         page = self._call("fetch_my_trades", symbol, since_ms, _PAGE, {} if since_ms is not None else {"fromId": 0})
         out = list(page)
         while len(page) == _PAGE:
-            page = self._call("fetch_my_trades", symbol, None, _PAGE, {"fromId": int(page[-1]["id"]) + 1})
+            from_id = int(page[-1]["id"]) + 1
+            page = self._call("fetch_my_trades", symbol, None, _PAGE, {"fromId": from_id})
+            if page and int(page[-1]["id"]) < from_id:  # the venue answered an earlier page again
+                raise BrokerError(f"{self.exchange_id}: trades of {symbol} from id {from_id} came back older: the pagination repeats")
             out += page
         return out
 
