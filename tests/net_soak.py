@@ -115,11 +115,14 @@ def disconnect_goal(duration: float = 4.0, drop_every: float = 0.5, order_every:
             i += 1
             time.sleep(order_every)
         stop.set(); th.join()
+        time.sleep(drop_every)
+        srv.disconnect(); drops[0] += 1  # the drops go on after the last order: the last lost events are gap-filled too
         # after the last drop the stream reconnects and reconciles: the journal must catch up without any poll of ours
         venue_fills = {f.fill_id for f in srv.venue.fill_log}
         _wait(lambda: len(om.fills()) >= len(venue_fills), 15, fail=False)
         journal = om.fills()
-        lost_events = len(srv.venue.fill_log) - sum(1 for m in srv.stream_sent if m["data"].get("execution_id"))  # dropped (sent to no one: not counted)
+        delivered = {m["data"]["execution_id"] for m in srv.stream_sent if m["data"].get("execution_id")}  # (sent to no one: not counted)
+        lost_events = len(srv.venue.fill_log) - len(delivered)
         out = dict(seconds=duration, drop_every=drop_every, drops=drops[0], connections=srv.connections, orders=i,
                    venue_fills=len(venue_fills), journal_fills=len(journal), duplicated=int(journal["fill_id"].duplicated().sum()),
                    fill_events_lost_by_stream=max(lost_events, 0), state=om.state.value,
