@@ -58,14 +58,16 @@ bench: install snapshot services
 	$(PY) bench/live_speed.py
 
 # Crash harness: 1,000 SIGKILLs of a paper bot at named points of the order lifecycle, then 200 of a bot trading
-# through alpaca-py against the loopback fake Alpaca (CI runs 50 + 20 of them in make test); then the store's own soak:
+# through alpaca-py against the loopback fake Alpaca (CI runs 50 + 20 of them in make test); the store's own soak:
 # 4 writer processes racing over the same bars (600 trials per engine), 5 backups of a 150 MiB SQLite file (and of
-# PostgreSQL) under a busy writer, 40 SIGKILLs of an ingest per engine (make test runs them small).
+# PostgreSQL) under a busy writer, 40 SIGKILLs of an ingest per engine; 5,000 mutated files through the importer;
+# and the network layer's goals and fault suite at full size (make test runs all of them small).
 soak: install
 	$(PY) tests/soak.py --kills 1000
 	$(PY) tests/soak.py --venue alpaca --kills 200
 	$(PY) tests/soak_store.py --writers 4 --trials 50 --backups 5 --ballast-mib 150 --kills 40
 	$(PY) tests/fuzz_input.py --cases 5000
+	$(PY) tests/net_soak.py --full  # network layer: 1,000 orders vs the fake's (6x compressed) 200/min limit, 30 s drops x 10 min (20x compressed), faults
 
 readme: install
 	$(PY) tools/readme.py

@@ -120,9 +120,16 @@ def test_empty_range_gives_no_bars(srv):
 
 @pytest.mark.timeout(20)
 def test_a_server_that_does_not_answer_times_out(srv):
-    srv.fault("/v2/stocks/bars", status=200, body='{"bars": {}, "next_page_token": null}', delay=3.0)
+    srv.fault("/v2/stocks/bars", status=200, body='{"bars": {}, "next_page_token": null}', delay=3.0, times=2)
     with pytest.raises(SourceUnavailableError, match="did not answer within 0.5 s"):
-        source(srv, ["AAPL"], timeout=0.5).bars(start="2024-02-01", end="2024-02-09")
+        source(srv, ["AAPL"], timeout=0.5, max_retries=1).bars(start="2024-02-01", end="2024-02-09")
+    assert len(srv.hits("/v2/stocks/bars")) == 2  # the read timed out, was retried once, timed out again
+
+
+@pytest.mark.timeout(20)
+def test_one_read_timeout_is_retried(srv):
+    srv.fault("/v2/stocks/bars", status=200, body='{"bars": {}, "next_page_token": null}', delay=3.0)
+    assert len(source(srv, ["AAPL"], timeout=0.5).bars(start="2024-02-01", end="2024-02-09")) == 7
 
 
 @pytest.mark.timeout(20)

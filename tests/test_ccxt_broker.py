@@ -144,25 +144,33 @@ def test_insufficient_balance_is_a_rejection(srv):
 
 
 def test_rate_limited_submit_creates_nothing(srv):
-    srv.fault("/api/v3/order", 429, '{"code": -1003, "msg": "Too many requests."}', headers={"Retry-After": "7"}, method="POST")
+    srv.fault("/api/v3/order", 429, '{"code": -1003, "msg": "Too many requests."}', headers={"Retry-After": "0.7"}, method="POST")
     b, o = broker(srv), order("0.001")
     with pytest.raises(VenueUnavailableError) as e:
         b.submit(o)
-    assert e.value.retry_after == 7.0 and not isinstance(e.value, SubmitUncertainError)
+    assert e.value.retry_after == 0.7 and not isinstance(e.value, SubmitUncertainError)
     assert b.get_order(o.client_order_id) is None and srv.venue.orders == {} and len(posts(srv)) == 1
 
 
-def test_the_venue_own_limit_answers_429_then_bans_with_418():
+def test_the_venue_own_limit_answers_429_and_its_retry_after_is_honoured_so_no_ban_follows():
+    """The fake bans (418) after two 429s that were not waited out. We honour the first 429's Retry-After (60 s) in
+    full: nothing more is sent during the pause, and no caller sleeps longer than max_wait (here 1 s): each call
+    fails at once with a typed error. Before the network layer, the same 12 calls hammered on into a 418 ban."""
     with BinanceTradingServer(PRICES, limit=(6, 60), ban_after=2, ban_seconds=90) as s:
-        b = broker(s)
+        b = broker(s, max_wait=1.0, read_retries=2)
         errors = []
         for _ in range(12):
             try:
                 b.cash()
             except VenueUnavailableError as e:
                 errors.append(e)
-        assert len(errors) >= 4 and errors[0].retry_after == 60.0 and "429" in str(errors[0])
-        assert "418" in str(errors[-1]) and errors[-1].retry_after in (89.0, 90.0)
+        assert len(s.requests) == 7  # 6 allowed (markets + accounts), one 429, then silence until the venue's pause ends
+        assert "429" in str(errors[0]) and "asked to wait 60 s" in str(errors[0])  # longer than max_wait: not retried, typed now
+        assert len(errors) >= 6 and all("nothing was sent" in str(e) for e in errors[1:]) and all("418" not in str(e) for e in errors)
+        assert all(e.retry_after == 1.0 for e in errors)  # what a caller may sleep: capped
+        state = b.net_state()
+        assert state["limits"]["capped"] == 1 and state["retries"]["retries"] == 0
+        assert set(state["breakers"].values()) == {"closed"}  # our own hold-backs are not venue failures
 
 
 @pytest.mark.parametrize("after", [False, True])
@@ -290,7 +298,7 @@ def test_a_trade_of_an_order_nobody_knows_keeps_no_client_id(srv):
 
 
 def test_malformed_or_failing_reads_are_typed(srv):
-    b = broker(srv)
+    b = broker(srv, read_retries=0)
     srv.fault("/api/v3/account", 200, "<html>maintenance</html>")
     with pytest.raises(VenueUnavailableError, match="not JSON"):
         b.cash()

@@ -43,6 +43,8 @@ class AlpacaServer(LoopbackServer):
         super().__init__()
         self.stock_bars, self.crypto_bars = stock_bars or {}, crypto_bars or {}
         self.splits, self.page_size, self.keys = splits or {}, page_size, keys
+        self.loop_page_token = False  # fault: every page points at the same next page (a token that loops)
+        self.short_pagination = False  # fault: the first page says it is the last (next_page_token null) though more rows exist
 
     # -- helpers
     def _authorised(self, headers) -> bool:
@@ -70,6 +72,8 @@ class AlpacaServer(LoopbackServer):
         offset = int(base64.b64decode(query["page_token"]).decode()) if query.get("page_token") else 0
         page = rows[offset:offset + limit]
         nxt = offset + limit if offset + limit < len(rows) else None
+        if self.loop_page_token and nxt: nxt = limit  # always "page 2"
+        if self.short_pagination: nxt = None
         bars: dict[str, list] = {}
         for s, b in page: bars.setdefault(s, []).append(b)
         body = {"bars": bars, "next_page_token": base64.b64encode(str(nxt).encode()).decode() if nxt else None}

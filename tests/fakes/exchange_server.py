@@ -41,6 +41,9 @@ class ExchangeServer(LoopbackServer):
                 ):
         super().__init__()
         self.candles, self.funding, self.page_size = candles or {}, funding or {}, page_size
+        self.repeat_page = False  # fault: klines ignore startTime (every call answers the first page again)
+        self.short_pagination = False  # fault: klines after the first page answer [] though more candles exist
+        self.kline_calls = 0
 
     # -------------------------------------------------------------- Binance
     def _binance_symbol(self, sym): b, q = _split(sym); return b + q
@@ -69,6 +72,9 @@ class ExchangeServer(LoopbackServer):
         if q.get("symbol") not in by_id: return 400, {"code": -1121, "msg": "Invalid symbol."}
         start, end = int(q.get("startTime", 0)), int(q.get("endTime", 2**62))
         limit = min(int(q.get("limit", 500)), self.page_size)
+        self.kline_calls += 1
+        if self.repeat_page: start = 0
+        if self.short_pagination and self.kline_calls > 1: return 200, []
         rows = [c for c in self.candles[by_id[q["symbol"]]] if start <= c[0] <= end][:limit]
         return 200, [[c[0], *(f"{x:.8f}" for x in c[1:6]), c[0] + 86_399_999, "0", 10, "0", "0", "0"] for c in rows]
 

@@ -11,8 +11,9 @@ from typing import Literal
 import pandas as pd
 from ..core.errors import DataValidationError, InputValidationError, SourceUnavailableError, UnknownSymbolError
 from ..core.settings import RedactingFilter, Settings
-from .calendars import CRYPTO_247
+from .calendars import CRYPTO_247, expected_timestamps
 from .sources import BarSource
+from ..net.http import PaginationError, RateLimitedError, RateLimits, RetryPolicy, deadline_adapter, mount
 
 # %% auto #0
 __all__ = ['alpaca_timeframe', 'AlpacaSource']
@@ -34,18 +35,41 @@ def alpaca_timeframe(timeframe: str # pandas-style bar length: `1D`, `1W`, `1h`,
     if minutes == int(minutes) and 1 <= minutes < 60: return TimeFrame(int(minutes), TimeFrameUnit.Minute)
     raise InputValidationError("timeframe", timeframe, "Alpaca aggregates 1-59 min, 1-23 h, 1 day or 1 week bars")
 
-def _mount_retries(session, timeout: float, max_retries: int, backoff: float) -> None:
-    "Give a requests session a default timeout and urllib3 retries with exponential backoff on 429/5xx."
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
-    class _Adapter(HTTPAdapter):
-        def send(self, request, **kw):
-            if kw.get("timeout") is None: kw["timeout"] = timeout
-            return super().send(request, **kw)
-    retry = Retry(total=max_retries, connect=max_retries, read=False, status=max_retries, backoff_factor=backoff,
-                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET"}),
-                  respect_retry_after_header=True, raise_on_status=False)
-    for prefix in ("http://", "https://"): session.mount(prefix, _Adapter(max_retries=retry))
+_TRANSIENT = (429, 500, 502, 503, 504)
+
+def _transient(e: BaseException) -> bool:
+    "A failure worth another attempt of a read: 429/5xx, a reset connection, a read timeout."
+    import requests
+    from alpaca.common.exceptions import APIError
+    if isinstance(e, APIError): return e.status_code in _TRANSIENT
+    return isinstance(e, (requests.ConnectionError, requests.Timeout))
+
+def _retry_after(e: BaseException) -> float | None:
+    from alpaca.common.exceptions import APIError
+    from trading.net.http import retry_after_seconds
+    if isinstance(e, APIError) and e.status_code == 429:
+        try: return retry_after_seconds(e.response.headers)
+        except AttributeError: return None
+    return None
+
+def _guard_pages(client, max_pages: int, where: str) -> None:
+    "Wrap `client.get` so that one paginated fetch refuses a repeated token, a repeated page and more than `max_pages` pages."
+    import hashlib, json
+    get = client.get
+    def guarded(path, data=None, **kw):
+        token = (data or {}).get("page_token")
+        if token is None: client._tokens, client._pages = set(), set()  # a new fetch starts
+        elif token in client._tokens: raise PaginationError(f"alpaca sent the page token {token!r} twice at {where}{path}: the pagination loops")
+        else: client._tokens.add(token)
+        if len(client._tokens) >= max_pages: raise PaginationError(f"alpaca pagination ran past {max_pages} pages at {where}{path}")
+        out = get(path, data, **kw)
+        page = {k: v for k, v in (out or {}).items() if k != "next_page_token"} if isinstance(out, dict) else out
+        digest = hashlib.sha256(json.dumps(page, sort_keys=True, default=str).encode()).hexdigest()
+        if digest in client._pages and page and any(page.get(k) for k in ("bars", "trades", "quotes") if isinstance(page, dict)):
+            raise PaginationError(f"alpaca sent the same page twice at {where}{path}: the pagination repeats")
+        client._pages.add(digest)
+        return out
+    client._tokens, client._pages, client.get = set(), set(), guarded
 
 # %% ../../nbs/data/09_alpaca.ipynb #8d4a5a05
 class AlpacaSource(BarSource):
@@ -58,10 +82,14 @@ class AlpacaSource(BarSource):
                  adjustment: Literal["raw", "split", "dividend", "all"] = "all", # corporate-action adjustment of stock bars
                  settings: Settings | None = None, # keys and defaults; None reads the environment / .env
                  url_override: str | None = None, # data API base URL (proxy or test server); None: Alpaca's
-                 timeout: float = 30.0, # seconds per HTTP request
-                 max_retries: int = 5, # retries of 429/5xx answers and failed connections
-                 backoff: float = 0.5, # urllib3 backoff factor, seconds (sleep = backoff * 2**(retry-1))
+                 timeout: float = 30.0, # total seconds per HTTP request (connect, headers and body)
+                 max_retries: int = 5, # retries of a read after 429/5xx, a reset connection or a timeout (0-20)
+                 backoff: float = 0.5, # seconds before the first retry; exponential with jitter after that
                  max_gap: int = 0, # consecutive missing calendar bars tolerated
+                 total_timeout: float = 120.0, # no retry starts past this many seconds of one request's attempts
+                 max_retry_after: float = 30.0, # longest `Retry-After` honoured; a longer one fails the call now
+                 max_pages: int = 10_000, # pages one fetch may follow
+                 limits: RateLimits | None = None, # shared request budget; default 180/min (Alpaca allows 200)
                 ):
         settings = settings or Settings()
         self._symbols = [symbols] if isinstance(symbols, str) else list(dict.fromkeys(symbols))
@@ -74,7 +102,12 @@ class AlpacaSource(BarSource):
         else: bad = [s for s in self._symbols if "/" in s]
         if bad: raise InputValidationError("symbols", bad, f"not {asset_class} symbols (crypto pairs are written BASE/QUOTE)")
         self.asset_class, self.feed, self.adjustment = asset_class, feed, adjustment
-        self.url_override, self.timeout, self.max_retries, self.backoff, self.max_gap = url_override, timeout, max_retries, backoff, max_gap
+        self.retry = RetryPolicy(max_retries=max_retries, backoff=backoff, total_timeout=total_timeout, max_retry_after=max_retry_after)
+        if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1: raise InputValidationError("max_pages", max_pages, "a whole number >= 1")
+        self.limits = limits or RateLimits("alpaca-data", 180, max_pause=max_retry_after)
+        deadline_adapter(timeout)  # validates the timeout now, not at the first request
+        self.url_override, self.timeout, self.max_retries, self.backoff, self.max_gap = url_override, float(timeout), self.retry.max_retries, backoff, max_gap
+        self.max_pages = max_pages
         self.paper = settings.alpaca_paper
         self._key, self._secret = settings.alpaca_api_key, settings.alpaca_secret_key  # SecretStr: never printed
         self._redact = RedactingFilter(settings.secret_values()).redact
@@ -105,7 +138,10 @@ class AlpacaSource(BarSource):
         else:
             client = CryptoHistoricalDataClient(key, secret, raw_data=True, url_override=self.url_override)
         client._retry = 0  # alpaca-py's constant 3 s retry; ours (below) backs off exponentially instead
-        _mount_retries(client._session, self.timeout, self.max_retries, self.backoff)
+        mount(client._session, deadline_adapter(self.timeout, self.limits))
+        request = client._request  # one HTTP request: the unit our retries repeat (every data call is a read)
+        client._request = lambda *a, **kw: self.retry.call(lambda: request(*a, **kw), _transient, _retry_after)
+        _guard_pages(client, self.max_pages, self.url_override or "https://data.alpaca.markets")
         return client
 
     def _call(self, fn, *args):
@@ -114,6 +150,8 @@ class AlpacaSource(BarSource):
         from alpaca.common.exceptions import APIError
         where = self.url_override or "https://data.alpaca.markets"
         try: return fn(*args)
+        except SourceUnavailableError: raise
+        except RateLimitedError as e: raise SourceUnavailableError(self._redact(f"alpaca at {where}: {e}")) from None
         except APIError as e:
             status = e.status_code
             try: msg = str(e.message)
@@ -157,7 +195,25 @@ class AlpacaSource(BarSource):
             df["ts_event"] = local.dt.tz_localize(None).dt.normalize().dt.tz_localize("UTC")
         df["ts_event"] = df["ts_event"].dt.as_unit("ns")
         keep = (df["ts_event"] >= start) & (True if end is None else df["ts_event"] <= end)
-        return df[keep]
+        df = df[keep]
+        if pd.Timedelta(timeframe) == pd.Timedelta("1D"): self._check_complete(df, symbols, start, end)
+        return df
+
+    def _check_complete(self, df, symbols, start, end) -> None:
+        "Every symbol's daily bars reach the last session before `end` (within `max_gap`), or the pagination stopped short."
+        today = pd.Timestamp.now(tz="UTC").normalize()
+        last = df.groupby("symbol")["ts_event"].max()
+        if end is not None and end < today - pd.Timedelta("1D"): last_day = end  # a closed historical range: the data must be there
+        elif len(last): last_day = last.max()  # up to now, where a feed may lag: every symbol must reach the newest bar any symbol has
+        else: return
+        sessions = expected_timestamps(self.calendar_of(symbols[0]), start, last_day)
+        if len(sessions) <= self.max_gap: return
+        must_reach = sessions[-1 - self.max_gap]
+        for s in symbols:
+            if s in last.index and last[s] >= must_reach: continue
+            if s not in last.index and last.empty: continue  # nothing at all in the range: an honest empty answer
+            got = "no bars" if s not in last.index else f"bars up to {last[s].date()}"
+            raise PaginationError(f"alpaca answered {got} for {s} but sessions run to {sessions[-1].date()}: the pagination stopped short")
 
     def _latest(self, kind: str, symbols) -> pd.DataFrame:
         from alpaca.data import requests as rq

@@ -14,6 +14,7 @@ from ..core.errors import InputValidationError, SourceUnavailableError, UnknownS
 from ..core.settings import RedactingFilter, Settings
 from .calendars import CRYPTO_247
 from .sources import BarSource
+from ..net.http import PaginationError, RateLimitedError, RateLimits, RetryPolicy, deadline_adapter, mount, retry_after_seconds
 
 # %% auto #0
 __all__ = ['normalize_symbol', 'ccxt_timeframe', 'CcxtSource']
@@ -62,11 +63,15 @@ class CcxtSource(BarSource):
                  symbols: list[str] | str | None = None, # pairs to serve; None: every spot market the exchange lists
                  settings: Settings | None = None, # API keys (optional for public data)
                  base_url: str | None = None, # replace every API host (proxy or test server); None: the exchange's
-                 timeout: float = 30.0, # seconds per HTTP request
-                 max_retries: int = 4, # retries of rate-limit and 5xx answers
-                 backoff: float = 0.5, # first retry delay, seconds; doubles each retry
+                 timeout: float = 30.0, # total seconds per HTTP request (connect, headers and body)
+                 max_retries: int = 4, # retries of a read after 429/418/5xx, a reset connection or a timeout (0-20)
+                 backoff: float = 0.5, # first retry delay, seconds; exponential with jitter after that
                  max_gap: int = 0, # consecutive missing candles tolerated
                  page_limit: int | None = None, # candles asked per call; None: the exchange's default
+                 total_timeout: float = 120.0, # no retry starts past this many seconds of one call's attempts
+                 max_retry_after: float = 30.0, # longest `Retry-After` honoured; a longer one fails the call now
+                 max_pages: int = 100_000, # pages one fetch may follow
+                 headroom: float = 0.8, # fraction of the exchange's published request rate we use
                 ):
         import ccxt
         settings = settings or Settings()
@@ -74,7 +79,12 @@ class CcxtSource(BarSource):
         if exchange not in ccxt.exchanges: raise InputValidationError("exchange", exchange, "not a ccxt exchange id (see ccxt.exchanges)")
         self.exchange_id, self.name = exchange, f"ccxt:{exchange}"
         self._symbols = None if symbols is None else [normalize_symbol(s) for s in ([symbols] if isinstance(symbols, str) else symbols)]
-        self.base_url, self.timeout, self.max_retries, self.backoff, self.max_gap, self.page_limit = base_url, timeout, max_retries, backoff, max_gap, page_limit
+        self.retry = RetryPolicy(max_retries=max_retries, backoff=backoff, total_timeout=total_timeout, max_retry_after=max_retry_after)
+        if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1: raise InputValidationError("max_pages", max_pages, "a whole number >= 1")
+        if not (isinstance(headroom, (int, float)) and 0 < headroom <= 1): raise InputValidationError("headroom", headroom, "a fraction in (0, 1]")
+        deadline_adapter(timeout)  # validates the timeout now
+        self.base_url, self.timeout, self.max_retries, self.backoff, self.max_gap, self.page_limit = base_url, float(timeout), self.retry.max_retries, backoff, max_gap, page_limit
+        self.max_pages, self.headroom, self.limits = max_pages, headroom, None
         self._key, self._secret = settings.ccxt_api_key, settings.ccxt_secret
         flt = RedactingFilter(settings.secret_values())
         self._redact, self._ex = flt.redact, None
@@ -93,30 +103,43 @@ class CcxtSource(BarSource):
         "The ccxt exchange object, markets loaded (built on first use)."
         if self._ex is None:
             import ccxt
-            cfg = dict(enableRateLimit=True, timeout=int(self.timeout * 1000), enableLastJsonResponse=True)
+            cfg = dict(enableRateLimit=False, timeout=int(self.timeout * 1000), enableLastJsonResponse=True, enableLastResponseHeaders=True)
             if self._key: cfg["apiKey"] = self._key.get_secret_value()
             if self._secret: cfg["secret"] = self._secret.get_secret_value()
             ex = getattr(ccxt, self.exchange_id)(cfg)
             if self.base_url: ex.urls["api"] = _rewrite_hosts(ex.urls["api"], self.base_url)
             _refuse_non_json(ex)
+            ex.options["maxRetriesOnFailure"] = 0  # ours are the only retries
+            self.limits = RateLimits(self.name, 60_000 / ex.rateLimit * self.headroom, max_pause=self.retry.max_retry_after)
+            mount(ex.session, deadline_adapter(self.timeout, self.limits))
             if "fetchCurrencies" in ex.options: ex.options["fetchCurrencies"] = False  # bars need no currency list (Binance's is a signed endpoint)
+            self._building = ex
             self._call(ex.load_markets)
             self._ex = ex
         return self._ex
 
-    def _call(self, fn, *args, symbol: str | None = None, **kw):
-        "One ccxt call with backoff on rate limits and 5xx; failures become typed errors without secrets."
+    def _transient(self, e: BaseException) -> bool:
+        "A failure worth another attempt of a read: rate limits, maintenance, 5xx, resets, timeouts (not a malformed body)."
         import ccxt
-        for attempt in range(self.max_retries + 1):
-            try: return fn(*args, **kw)
-            except ccxt.BadSymbol: raise UnknownSymbolError(symbol or "?", f"the markets of {self.exchange_id}") from None
-            except (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.OnMaintenance, ccxt.ExchangeNotAvailable) as e:
-                retryable = isinstance(e, (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.OnMaintenance)) or re.search(r" 5\d\d ", str(e))
-                if not retryable or attempt == self.max_retries: err = e; break
-                time.sleep(self.backoff * 2 ** attempt)
-            except ccxt.BaseError as e: err = e; break
-            except (ValueError, TypeError, KeyError, IndexError) as e:  # a body ccxt could not parse into its structures
-                raise SourceUnavailableError(self._redact(f"{self.exchange_id} sent a malformed response: {type(e).__name__}: {str(e)[:160]}")) from None
+        if isinstance(e, (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.OnMaintenance, ccxt.RequestTimeout)): return True
+        if isinstance(e, ccxt.ExchangeNotAvailable): return bool(re.search(r" 5\d\d ", str(e))) or not isinstance(e, ccxt.BadResponse)
+        return isinstance(e, ccxt.NetworkError) and not isinstance(e, ccxt.BadResponse)
+
+    def _retry_after(self, e: BaseException) -> float | None:
+        "The exchange's `Retry-After` on a rate-limit answer (ccxt drops it; the last response headers keep it)."
+        import ccxt
+        if not isinstance(e, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)): return None
+        return retry_after_seconds(getattr(self._ex or self._building, "last_response_headers", None) or {})
+
+    def _call(self, fn, *args, symbol: str | None = None, **kw):
+        "One ccxt call with bounded retries of transient faults; failures become typed errors without secrets."
+        import ccxt
+        try: return self.retry.call(lambda: fn(*args, **kw), self._transient, self._retry_after)
+        except ccxt.BadSymbol: raise UnknownSymbolError(symbol or "?", f"the markets of {self.exchange_id}") from None
+        except RateLimitedError as e: raise SourceUnavailableError(f"{self.exchange_id}: {e}") from None
+        except ccxt.BaseError as e: err = e
+        except (ValueError, TypeError, KeyError, IndexError) as e:  # a body ccxt could not parse into its structures
+            raise SourceUnavailableError(self._redact(f"{self.exchange_id} sent a malformed response: {type(e).__name__}: {str(e)[:160]}")) from None
         kind = {ccxt.RequestTimeout: f"did not answer within {self.timeout} s", ccxt.AuthenticationError: "refused the credentials",
                 ccxt.RateLimitExceeded: f"kept rate-limiting after {self.max_retries} retries",
                 ccxt.DDoSProtection: f"kept rate-limiting after {self.max_retries} retries", ccxt.BadResponse: "sent a malformed response",
@@ -135,26 +158,34 @@ class CcxtSource(BarSource):
         if m is None or not m.get("spot"): raise UnknownSymbolError(symbol, f"the spot markets of {self.exchange_id}")
         return m
 
-    def _pages(self, fn, symbol, start_ms, end_ms, step_ms, ts_of, **kw) -> list:
-        "Call `fn(symbol, since=...)` from `start_ms`, moving past the last row, until `end_ms`."
-        rows, since = [], start_ms
+    def _pages(self, fn, symbol, start_ms, end_ms, step_ms, ts_of, check_end: bool = False, **kw) -> list:
+        "Call `fn(symbol, since=...)` from `start_ms`, moving past the last row, until `end_ms`; with `check_end`, refuse a pagination that stops short."
+        rows, since, pages = [], start_ms, 0
         while since <= end_ms:
+            pages += 1
+            if pages > self.max_pages: raise PaginationError(f"{self.exchange_id} pagination of {symbol} ran past {self.max_pages} pages")
             page = self._call(fn, symbol, since=since, symbol=symbol, **kw)
             if not isinstance(page, list): raise SourceUnavailableError(f"{self.exchange_id} answered {type(page).__name__}, not a list of rows")
-            if not page: self._check_empty_answer()
+            if not page: self._check_empty_answer(repeated=bool(rows))
             page = sorted((r for r in page if since <= ts_of(r) <= end_ms), key=ts_of)
             if not page: break
             rows += page
             since = ts_of(page[-1]) + step_ms
+        historical = end_ms < int(time.time() * 1000) - max(2 * step_ms, 86_400_000)  # a closed range: up to now, a feed may lag
+        if check_end and historical and rows and ts_of(rows[-1]) < end_ms - (self.max_gap + 1) * step_ms:
+            raise PaginationError(f"{self.exchange_id} pagination of {symbol} stopped at {pd.Timestamp(ts_of(rows[-1]), unit='ms', tz='UTC')}, "
+                                  f"before the requested end {pd.Timestamp(end_ms, unit='ms', tz='UTC')} (a short or repeated page)")
         return rows
 
-    def _check_empty_answer(self):
+    def _check_empty_answer(self, repeated: bool = False # pages came before: rows ccxt dropped as older than `since` are a repeated page
+                           ):
         "ccxt turns a body it cannot read into an empty page: tell a real empty answer (`[]`, `{\"candles\": []}`) from that."
         ex = self._ex
         text, body = getattr(ex, "last_http_response", None), getattr(ex, "last_json_response", None)
         def content(x): return (isinstance(x, (list, str)) and len(x) > 0 and (isinstance(x, str) or any(content(v) or not isinstance(v, (list, dict)) for v in x))) \
                                 or (isinstance(x, dict) and any(content(v) for v in x.values()))
         if text and body is None: raise SourceUnavailableError(f"{self.exchange_id} sent a malformed response (not JSON): {text[:80]!r}")
+        if content(body) and repeated: raise PaginationError(f"{self.exchange_id} answered rows older than the page asked for (a repeated page): {str(body)[:80]}")
         if content(body): raise SourceUnavailableError(f"{self.exchange_id} sent a response ccxt could not read as rows: {str(body)[:120]}")
 
     def _fetch(self, symbols, start, end, timeframe):
@@ -167,7 +198,7 @@ class CcxtSource(BarSource):
         frames = []
         for sym in symbols:
             self._market(sym)
-            rows = self._pages(ex.fetch_ohlcv, sym, start_ms, end_ms, step, lambda r: r[0], timeframe=tf, limit=self.page_limit)
+            rows = self._pages(ex.fetch_ohlcv, sym, start_ms, end_ms, step, lambda r: r[0], check_end=True, timeframe=tf, limit=self.page_limit)
             try: df = pd.DataFrame([r[:6] for r in rows], columns=["ts_ms", "open", "high", "low", "close", "volume"])
             except (ValueError, TypeError) as e: raise SourceUnavailableError(f"{self.exchange_id} sent candles that are not [ts, o, h, l, c, v]: {e}") from None
             frames.append(df.assign(ts_event=pd.to_datetime(df["ts_ms"], unit="ms", utc=True).dt.as_unit("ns"), symbol=sym).drop(columns="ts_ms"))

@@ -18,6 +18,7 @@ from ..core.orders import Order, OrderType, Side
 from ..core.settings import RedactingFilter, Settings
 from .broker import (Broker, DuplicateClientOrderIdError, MarketRules, RequestBudget, SubmitUncertainError, VenueFill, VenueOrder,
                      VenueUnavailableError, map_status)
+from ..net.http import Breakers, CircuitOpenError, RateLimitedError, RateLimits, RetryPolicy, deadline_adapter, mount
 
 # %% auto #0
 __all__ = ['is_option_symbol', 'crypto_symbol', 'parse_order', 'parse_fill', 'retry_after_seconds', 'classify_error',
@@ -113,6 +114,10 @@ def classify_error(e: BaseException, # what the SDK call raised
     from alpaca.common.exceptions import APIError
     maybe = SubmitUncertainError if submitting else VenueUnavailableError
     if isinstance(e, BrokerError): return e
+    if isinstance(e, RateLimitedError):  # held back by our budget during the venue's pause: nothing was sent
+        err = VenueUnavailableError(f"alpaca: {e}", retry_after=e.retry_after)
+        err.not_sent = True
+        return err
     if isinstance(e, APIError):
         status, msg = e.status_code, redact(_venue_message(e)[:300])
         if status == 429:
@@ -153,15 +158,13 @@ def order_request(order: Order): # -> alpaca.trading.requests.OrderRequest
     return cls(**kw)
 
 # %% ../../nbs/live/02a_alpaca.ipynb #86613d53
-def _session_adapter(budget: RequestBudget, timeout: float):
-    from requests.adapters import HTTPAdapter
-    class _Adapter(HTTPAdapter):
-        "Default timeout, no transport retries, one budget token per request."
-        def send(self, request, **kw):
-            budget.acquire()
-            if kw.get("timeout") is None: kw["timeout"] = timeout
-            return super().send(request, **kw)
-    return _Adapter(max_retries=0)
+def _endpoint_class(request) -> str:
+    "Order entry (`orders`: POST/DELETE/PATCH on /orders) or everything else (`account`)."
+    return "orders" if request.method in ("POST", "DELETE", "PATCH") and "/orders" in request.path_url else "account"
+
+def _counts_against_venue(e: BaseException) -> bool:
+    "A failure that says the venue is unwell (breaker counts it), not an answer such as a reject or a 404."
+    return isinstance(e, (VenueUnavailableError, SubmitUncertainError)) and not getattr(e, "not_sent", False)
 
 class AlpacaBroker(Broker):
     "The `Broker` interface on Alpaca's Trading API v2 through alpaca-py (paper endpoints by default)."
@@ -171,11 +174,14 @@ class AlpacaBroker(Broker):
                  paper: bool | None = None, # paper-trading endpoints; None: `settings.alpaca_paper`
                  url_override: str | None = None, # trading API base URL (proxy or loopback test server)
                  stream_url: str | None = None, # trade-updates WebSocket URL override
-                 timeout: float = 10.0, # seconds per HTTP request (connect and read)
-                 read_retries: int = 2, # extra attempts of a read after 429/5xx/timeout (submits: never)
-                 backoff: float = 0.5, # seconds before the first read retry, doubling
-                 max_wait: float = 30.0, # cap on one wait between read retries, seconds
+                 timeout: float = 10.0, # total seconds per HTTP request (connect, headers and body)
+                 read_retries: int = 2, # extra attempts of a read after 429/5xx/timeout/reset (submits: never), 0-20
+                 backoff: float = 0.5, # seconds before the first read retry; exponential with jitter
+                 max_wait: float = 30.0, # cap on one wait between read retries and on a venue's Retry-After, seconds
                  budget: RequestBudget | None = None, # shared request budget; default 160 requests/minute
+                 read_timeout_total: float = 60.0, # no read retry starts past this many seconds of attempts
+                 breaker_threshold: int = 5, # consecutive venue failures that open an endpoint's circuit breaker
+                 breaker_reset: float = 30.0, # seconds an open breaker waits before a probe
                  fractional: bool | None = None, # equities: allow fractional qty; None asks GET /v2/assets
                  sleep=time.sleep, # injectable for tests
                 ):
@@ -187,8 +193,13 @@ class AlpacaBroker(Broker):
         self.paper = settings.alpaca_paper if paper is None else paper
         self.is_live = not self.paper
         self.url_override, self.stream_url, self.timeout = url_override, stream_url, timeout
-        self.read_retries, self.backoff, self.max_wait, self.fractional, self._sleep = read_retries, backoff, max_wait, fractional, sleep
+        self.retry = RetryPolicy(max_retries=read_retries, backoff=backoff, max_backoff=max_wait, total_timeout=read_timeout_total,
+                                 max_retry_after=max_wait, sleep=sleep)
+        deadline_adapter(timeout)  # validates the timeout now
+        self.read_retries, self.backoff, self.max_wait, self.fractional, self._sleep = self.retry.max_retries, backoff, max_wait, fractional, sleep
         self.budget = budget or RequestBudget(160)
+        self.limits = RateLimits("alpaca", self.budget, max_pause=max_wait)
+        self.breakers = Breakers("alpaca", breaker_threshold, breaker_reset)
         self._redact = RedactingFilter(settings.secret_values()).redact
         self._rules: dict[str, MarketRules] = {}
         self._cids: dict[str, str] = {}  # venue order id -> client order id, from every order seen
@@ -201,21 +212,34 @@ class AlpacaBroker(Broker):
         from alpaca.trading.client import TradingClient
         c = TradingClient(self._key.get_secret_value(), self._secret.get_secret_value(), paper=self.paper, raw_data=True, url_override=self.url_override)
         c._retry = 0  # alpaca-py would resend a POST after 429/504: never for a submit; reads retry in `_read`
-        adapter = _session_adapter(self.budget, self.timeout)
-        for prefix in ("http://", "https://"): c._session.mount(prefix, adapter)
+        mount(c._session, deadline_adapter(self.timeout, self.limits, _endpoint_class))
         return c
 
-    def _once(self, fn, *args, submitting: bool = False):
-        try: return fn(*args)
-        except Exception as e: raise classify_error(e, submitting, self._redact) from None
+    def _once(self, fn, *args, submitting: bool = False, endpoint: str = "account"):
+        "One SDK call through the endpoint's circuit breaker; failures become typed broker errors."
+        def call():
+            try: return fn(*args)
+            except Exception as e:
+                err = classify_error(e, submitting, self._redact)
+                if isinstance(err, VenueUnavailableError) and err.retry_after is not None and err.retry_after > self.max_wait:
+                    asked = err.retry_after
+                    err = VenueUnavailableError(f"{err} (asked to wait {asked:.0f} s; capped at {self.max_wait:.0f} s)", retry_after=self.max_wait)
+                    err.venue_retry_after = asked  # what the retry policy judges: longer than max_wait ends the read now
+                raise err from None
+        try: return self.breakers[endpoint].call(call, _counts_against_venue)
+        except CircuitOpenError as e:  # nothing was sent: safe to ask again later
+            err = VenueUnavailableError(f"alpaca: {e}", retry_after=min(e.retry_in, self.max_wait))
+            err.not_sent = True
+            raise err from None
 
     def _read(self, fn, *args):
-        "A read with bounded retries of `VenueUnavailableError` (429, 5xx, timeouts)."
-        for attempt in range(self.read_retries + 1):
-            try: return self._once(fn, *args)
-            except VenueUnavailableError as e:
-                if attempt == self.read_retries: raise
-                self._sleep(min(self.max_wait, e.retry_after if e.retry_after is not None else self.backoff * 2 ** attempt))
+        "A read with bounded retries (`self.retry`) of `VenueUnavailableError` (429, 5xx, timeouts, resets)."
+        return self.retry.call(lambda: self._once(fn, *args), lambda e: _counts_against_venue(e),
+                               lambda e: getattr(e, "venue_retry_after", getattr(e, "retry_after", None)))
+
+    def net_state(self) -> dict:
+        "Circuit breakers, request budget and read-retry counters (for the bot's trading state and for metrics)."
+        return dict(breakers=self.breakers.states(), limits=self.limits.state(), retries=self.retry.stats.as_dict())
 
     def _order(self, raw) -> VenueOrder:
         o = parse_order(raw)
@@ -225,7 +249,7 @@ class AlpacaBroker(Broker):
     def submit(self, order: Order) -> VenueOrder:
         "One POST /v2/orders; never re-sent (see `classify_error` for what each failure means)."
         req = order_request(order)
-        raw = self._once(self._client.submit_order, req, submitting=True)
+        raw = self._once(self._client.submit_order, req, submitting=True, endpoint="orders")
         try: return self._order(raw)
         except BrokerError as e: raise SubmitUncertainError(f"alpaca accepted the POST but the answer did not parse ({e}); look the order up") from None
 
@@ -253,7 +277,7 @@ class AlpacaBroker(Broker):
         "DELETE /v2/orders/{id}; a no-op for unknown or already-final orders."
         o = self.get_order(client_order_id)
         if o is None or o.status.is_final: return
-        try: self._read(self._client.cancel_order_by_id, o.venue_order_id)
+        try: self._once(self._client.cancel_order_by_id, o.venue_order_id, endpoint="orders")  # a DELETE: the look-up above and below decides, not a blind retry
         except BrokerError as e:
             if "HTTP 404" in str(e) or "HTTP 422" in str(e):  # it became final (or vanished) meanwhile
                 again = self.get_order(client_order_id)
@@ -286,7 +310,7 @@ class AlpacaBroker(Broker):
         if since is not None:
             if since.tzinfo is None: raise InputValidationError("since", since, "timestamps must be timezone-aware")
             params["after"] = (since.astimezone(dt.timezone.utc) - dt.timedelta(seconds=1)).isoformat()  # `after` is strict; trimmed below
-        out, seen = [], set()
+        out, seen, tokens = [], set(), set()
         while True:
             page = self._read(self._client.get, "/account/activities/FILL", dict(params))
             if not isinstance(page, list): raise BrokerError(f"alpaca sent a malformed activity page: {type(page).__name__}")
@@ -296,7 +320,9 @@ class AlpacaBroker(Broker):
                 seen.add(f.fill_id)
                 out.append(f.model_copy(update=dict(client_order_id=self._cids.get(f.venue_order_id))))
             if len(page) < page_size: break
+            if page[-1].get("id") in tokens: raise BrokerError(f"alpaca sent the activity page after {page[-1].get('id')!r} twice: the pagination loops")
             params["page_token"] = page[-1]["id"]
+            tokens.add(params["page_token"])
         out.sort(key=lambda f: f.ts_event)
         return [f for f in out if since is None or f.ts_event >= since]
 

@@ -17,7 +17,7 @@ from ..core.orders import Fill, Order, OrderStatus, Side
 
 # %% auto #0
 __all__ = ['CRASH_POINTS', 'VenueUnavailableError', 'SubmitUncertainError', 'DuplicateClientOrderIdError', 'VenueOrder',
-           'VenueFill', 'fee_charged_to', 'map_status', 'MarketRules', 'Broker', 'RequestBudget', 'crash_point']
+           'VenueFill', 'fee_charged_to', 'map_status', 'MarketRules', 'Broker', 'crash_point']
 
 # %% ../../nbs/live/00_broker.ipynb #66995752
 class VenueUnavailableError(BrokerError):
@@ -190,28 +190,7 @@ class Broker(ABC):
         "Release connections (streams, sessions)."
 
 # %% ../../nbs/live/00_broker.ipynb #9bdc6b49
-class RequestBudget:
-    "Thread-safe token bucket: at most `per_minute` requests a minute, bursts up to `burst`; `acquire` waits for a token."
-    def __init__(self, per_minute: float, # sustained requests per minute (set it below the venue's limit)
-                 burst: int | None = None, # tokens available at once (default: a tenth of a minute's budget, at least 1)
-                 clock=time.monotonic, sleep=time.sleep): # injectable for tests
-        if not per_minute > 0: raise InputValidationError("per_minute", per_minute, "must be positive")
-        self.rate, self.capacity = per_minute / 60.0, float(burst if burst is not None else max(1, int(per_minute / 10)))
-        self.tokens, self._clock, self._sleep, self._lock = self.capacity, clock, sleep, threading.Lock()
-        self._t = clock()
-        self.waited = 0.0  # seconds spent waiting, in total
-
-    def acquire(self) -> float:
-        "Take one token, waiting if needed; returns the seconds waited."
-        with self._lock:
-            now = self._clock()
-            self.tokens = min(self.capacity, self.tokens + (now - self._t) * self.rate)
-            self._t = now
-            wait = 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-            self.tokens -= 1  # may go negative: later callers queue behind this one
-            self._t = now
-        if wait: self._sleep(wait); self.waited += wait
-        return wait
+from ..net.http import RequestBudget  # the token bucket lives in the network layer now; imported here for existing callers
 
 # %% ../../nbs/live/00_broker.ipynb #31e83c90
 CRASH_POINTS = ("after_intent", "during_post", "after_ack", "during_fill", "during_reconcile", "during_shutdown")

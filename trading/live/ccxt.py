@@ -15,6 +15,7 @@ from ..core.errors import BrokerError, InputValidationError, OrderRejectedError
 from ..core.orders import Order, OrderType, Side, TimeInForce
 from ..core.settings import RedactingFilter, Settings
 from ..data.exchanges import _refuse_non_json, _rewrite_hosts, normalize_symbol
+from ..net.http import Breakers, CircuitOpenError, RateLimitedError, RateLimits, RetryPolicy, deadline_adapter, mount
 from .broker import (Broker, DuplicateClientOrderIdError, MarketRules, RequestBudget, SubmitUncertainError,
                                  VenueFill, VenueOrder, VenueUnavailableError, map_status)
 
@@ -147,6 +148,10 @@ def venue_fill(t: dict, # a ccxt unified trade
 # %% ../../nbs/live/03_ccxt.ipynb #29289f7f
 _log = logging.getLogger(__name__)
 
+def _venue_unwell(e: BaseException) -> bool:
+    "A failure that says the venue is unwell (retry a read; count it on the breaker), not an answer such as a reject."
+    return isinstance(e, (VenueUnavailableError, SubmitUncertainError)) and not getattr(e, "not_sent", False)
+
 class _CcxtConnection:
     "One ccxt exchange object with hooks on every HTTP request: budget, what was sent, what came back."
     def __init__(self, exchange: str | None = None, # ccxt exchange id; None: `Settings.ccxt_exchange`
@@ -154,9 +159,15 @@ class _CcxtConnection:
                  settings: Settings | None = None, # API keys: TRADING_CCXT_API_KEY, TRADING_CCXT_SECRET
                  base_url: str | None = None, # replace every API host (proxy or test server); None: the exchange's
                  sandbox: bool = False, # the exchange's test network (ccxt `set_sandbox_mode`)
-                 timeout: float = 10.0, # seconds per HTTP request
+                 timeout: float = 10.0, # total seconds per HTTP request (connect, headers and body)
                  headroom: float = 0.5, # fraction of the exchange's published request rate we use
                  budget: RequestBudget | None = None, # share one budget between brokers on one account
+                 read_retries: int = 2, # extra attempts of a read after 429/418/5xx/timeout/reset (submits: never), 0-20
+                 backoff: float = 0.5, # seconds before the first read retry; exponential with jitter
+                 max_wait: float = 30.0, # cap on one wait between read retries and on the exchange's Retry-After, seconds
+                 breaker_threshold: int = 5, # consecutive venue failures that open an endpoint's circuit breaker
+                 breaker_reset: float = 30.0, # seconds an open breaker waits before a probe
+                 sleep=None, # injectable for tests (default time.sleep)
                 ):
         import ccxt
         settings = settings or Settings()
@@ -182,6 +193,12 @@ class _CcxtConnection:
         if "fetchCurrencies" in ex.options: ex.options["fetchCurrencies"] = False
         if self.exchange_id == "binance": ex.options["fetchMarkets"] = {"types": ["spot"]}
         self.budget = budget or RequestBudget(per_minute=60_000 / ex.rateLimit * headroom)
+        import time as _time
+        self.retry = RetryPolicy(max_retries=read_retries, backoff=backoff, max_backoff=max_wait, max_retry_after=max_wait, sleep=sleep or _time.sleep)
+        self.max_wait = self.retry.max_retry_after
+        self.limits = RateLimits(self.name, self.budget, max_pause=self.max_wait)
+        self.breakers = Breakers(self.name, breaker_threshold, breaker_reset)
+        mount(ex.session, deadline_adapter(timeout))  # a total deadline per request; the budget is spent in the fetch hook
         self.request_count = 0  # HTTP requests sent
         self._install_hooks(ex)
         self._ex, self._loaded, self._lock = ex, False, threading.RLock()
@@ -193,11 +210,12 @@ class _CcxtConnection:
         _refuse_non_json(ex)  # a garbled body is ccxt.BadResponse, not "no data"
         fetch, handle = ex.fetch, ex.handle_errors
         def budgeted(url, method="GET", headers=None, body=None):
-            self.budget.acquire()
+            self.limits.acquire("orders" if method in ("POST", "DELETE") else "account")  # RateLimitedError during a long venue pause: nothing sent
             self._sent, self.request_count = True, self.request_count + 1
             return fetch(url, method, headers, body)
         def noted(code, reason, url, method, headers, *rest):
             self._status, self._headers = code, dict(headers or {})
+            self.limits.observe("orders" if method in ("POST", "DELETE") else "account", code, self._headers)  # Retry-After pauses the budget
             return handle(code, reason, url, method, headers, *rest)
         ex.fetch, ex.handle_errors = budgeted, noted
 
@@ -211,7 +229,22 @@ class _CcxtConnection:
         return self._ex
 
     def _request(self, fn, *args, submitting: bool = False, missing_ok: bool = False, **kw):
-        "One ccxt call; failures become typed errors (None for a missing order when `missing_ok`)."
+        "One ccxt call through its endpoint's circuit breaker; reads retry (bounded), submits never; failures are typed."
+        endpoint = "orders" if submitting or getattr(fn, "__name__", "") in ("create_order", "cancel_order") else "account"
+        def once():
+            try: return self.breakers[endpoint].call(lambda: self._request_once(fn, *args, submitting=submitting, missing_ok=missing_ok, **kw), _venue_unwell)
+            except CircuitOpenError as e:  # nothing was sent: safe to ask again later
+                err = VenueUnavailableError(f"{self.exchange_id}: {e}", retry_after=min(e.retry_in, self.max_wait))
+                err.not_sent = True
+                raise err from None
+        if submitting or endpoint == "orders": return once()  # a write is never retried here: the order manager looks it up first
+        return self.retry.call(once, _venue_unwell, lambda e: getattr(e, "venue_retry_after", getattr(e, "retry_after", None)))
+
+    def net_state(self) -> dict:
+        "Circuit breakers, request budget and read-retry counters (for the bot's trading state and for metrics)."
+        return dict(breakers=self.breakers.states(), limits=self.limits.state(), retries=self.retry.stats.as_dict())
+
+    def _request_once(self, fn, *args, submitting: bool = False, missing_ok: bool = False, **kw):
         import ccxt
         with self._lock:
             self._sent, self._status, self._headers = False, None, {}
@@ -220,10 +253,19 @@ class _CcxtConnection:
                 if missing_ok: return None
                 err = e
             except ccxt.BaseError as e: err = e
+            except RateLimitedError as e:  # held back by our budget during the venue's pause: nothing was sent
+                held = VenueUnavailableError(f"{self.exchange_id}: {e}", retry_after=min(e.retry_after, self.max_wait))
+                held.not_sent = True
+                raise held from None
             except (ValueError, TypeError, KeyError, IndexError, ArithmeticError, AttributeError) as e:  # ccxt's parsers on a strange body
                 if not self._sent: raise
                 err = e
-            raise ccxt_error(err, self.exchange_id, self._sent, self._status, self._headers, submitting, self._redact) from None
+            out = ccxt_error(err, self.exchange_id, self._sent, self._status, self._headers, submitting, self._redact)
+            if isinstance(out, VenueUnavailableError) and out.retry_after is not None and out.retry_after > self.max_wait:
+                asked = out.retry_after
+                out = VenueUnavailableError(f"{out} (asked to wait {asked:.0f} s; capped at {self.max_wait:.0f} s)", retry_after=self.max_wait)
+                out.venue_retry_after = asked  # what the retry policy judges: longer than max_wait ends the read now
+            raise out from None
 
     def _call(self, name: str, *args, **kw):
         "`exchange.<name>(*args)` with markets loaded."
@@ -321,7 +363,10 @@ class CcxtBroker(_CcxtConnection, Broker):
         page = self._call("fetch_my_trades", symbol, since_ms, _PAGE, {} if since_ms is not None else {"fromId": 0})
         out = list(page)
         while len(page) == _PAGE:
-            page = self._call("fetch_my_trades", symbol, None, _PAGE, {"fromId": int(page[-1]["id"]) + 1})
+            from_id = int(page[-1]["id"]) + 1
+            page = self._call("fetch_my_trades", symbol, None, _PAGE, {"fromId": from_id})
+            if page and int(page[-1]["id"]) < from_id:  # the venue answered an earlier page again
+                raise BrokerError(f"{self.exchange_id}: trades of {symbol} from id {from_id} came back older: the pagination repeats")
             out += page
         return out
 

@@ -11,6 +11,7 @@ import math
 from decimal import Decimal
 import numpy as np
 import pandas as pd
+import threading
 import time
 from fastcore.basics import patch
 from sqlalchemy import select
@@ -19,14 +20,15 @@ from ..core.errors import BrokerError, InputValidationError, OrderRejectedError
 from ..core.orders import Order, OrderType, Side
 from ..risk.limits import PortfolioState, RiskLimits, apply_limits, pre_trade_check
 from ..store.engine import read, write
-from ..store.records import read_equity, record_equity
+from ..store.records import append_event, read_equity, record_equity
 from ..store.schema import equity as equity_table, events
 from ..strategies.base import MarketData, Strategy
 from .manager import OrderManager, ReconcileMismatchError, TradingState, client_order_id
 from .paper import PaperVenue
 
 # %% auto #0
-__all__ = ['log', 'BotRunner', 'standing_target', 'bars_at', 'run_simulated', 'run_wallclock', 'follow_trade_updates']
+__all__ = ['log', 'BotRunner', 'manager_lock', 'standing_target', 'bars_at', 'run_simulated', 'run_wallclock',
+           'follow_trade_updates']
 
 # %% ../../nbs/live/04_runner.ipynb #aba20e97
 log = logging.getLogger(__name__)
@@ -42,9 +44,17 @@ class BotRunner:
                  sectors: dict[str, str] | None = None, # symbol -> sector (for a sector cap)
                  allow_short: bool = False,
                  order_type: OrderType = OrderType.MARKET, # market (next bar) or market_on_close (this close)
+                 max_data_age=None, # pandas Timedelta (`"3D"`, `"90s"`): never trade on a last bar older than this (by the manager's clock); None: no limit
+                 breaker_policy: str = "reducing", # an open order-entry circuit breaker moves the bot to `reducing` or `halted`
                 ):
         self.manager, self.strategy, self.limits, self.schedule = manager, strategy, limits, schedule
         self.sectors, self.allow_short, self.order_type = sectors or {}, allow_short, OrderType(order_type)
+        if max_data_age is not None:
+            try: max_data_age = pd.Timedelta(max_data_age)
+            except (ValueError, TypeError): raise InputValidationError("max_data_age", max_data_age, "a duration such as '3D' or '90s'") from None
+            if max_data_age <= pd.Timedelta(0): raise InputValidationError("max_data_age", max_data_age, "must be positive")
+        if breaker_policy not in ("reducing", "halted"): raise InputValidationError("breaker_policy", breaker_policy, "expected 'reducing' or 'halted'")
+        self.max_data_age, self.breaker_policy = max_data_age, TradingState(breaker_policy)
 
     def _first_decision(self, t) -> pd.Timestamp:
         "The bar of the bot's first decision (t when it has none yet); read once, it never changes."
@@ -68,6 +78,37 @@ class BotRunner:
         if len(since): since.iloc[0] = target.ffill().loc[since.index[0]]  # a bot that starts adopts the strategy's standing target
         rebalance = bool(since.notna().any().any() and rebalance_mask(since, self.schedule)[-1])
         return target.ffill().iloc[-1], rebalance
+
+# %% ../../nbs/live/04_runner.ipynb #b17bd282
+def manager_lock(manager: OrderManager) -> threading.RLock:
+    "The lock serialising a manager's steps with its stream thread (made on first use)."
+    lock = getattr(manager, "_runner_lock", None)
+    if lock is None: lock = manager._runner_lock = threading.RLock()
+    return lock
+
+@patch
+def is_stale(self: BotRunner, t # the last bar's label
+            ) -> bool:
+    "True (and recorded) when bar `t` is older than `max_data_age` by the manager's clock."
+    if self.max_data_age is None: return False
+    om = self.manager
+    age = pd.Timestamp(om.clock()) - pd.Timestamp(t)
+    if age <= self.max_data_age: return False
+    with write(om.engine) as conn:
+        append_event(conn, "stale_data", om.bot, {"bar": pd.Timestamp(t).isoformat(), "age_s": age.total_seconds(),
+                     "limit_s": self.max_data_age.total_seconds()}, run_id=om.bot, ts=om.clock())
+    log.warning("bot %s: last bar %s is %s old (limit %s): no decision", om.bot, t, age, self.max_data_age)
+    return True
+
+@patch
+def check_venue(self: BotRunner) -> dict:
+    "The broker's network state; an order-entry breaker that is not closed moves the bot per `breaker_policy`."
+    om = self.manager
+    state = om.broker.net_state() if hasattr(om.broker, "net_state") else {}
+    unwell = {k: v for k, v in state.get("breakers", {}).items() if k.endswith(":orders") and v != "closed"}
+    if unwell and om.state is TradingState.ACTIVE or (unwell and self.breaker_policy is TradingState.HALTED and om.state is TradingState.REDUCING):
+        om.set_state(self.breaker_policy, f"circuit breaker {unwell}")
+    return state
 
 # %% ../../nbs/live/04_runner.ipynb #d5497bd7
 @patch
@@ -136,7 +177,15 @@ def step(self: BotRunner, data: MarketData) -> list:
     "Decide at the last bar of `data` (once per bar, even across restarts) and place the orders; returns the venue's answers."
     t = data.index[-1]
     om = self.manager
-    if om.decided(t) or om.state is TradingState.HALTED: return []
+    with manager_lock(om):
+        self.check_venue()
+        if om.decided(t) or om.state is TradingState.HALTED: return []
+        if self.is_stale(t): return []  # not decided: a fresh bar later still gets its decision
+        return self._step(data)
+
+@patch
+def _step(self: BotRunner, data: MarketData) -> list:
+    t, om = data.index[-1], self.manager
     orders = self.orders_for(data)
     if om.state is TradingState.REDUCING:
         held = om.positions()
@@ -210,10 +259,11 @@ def run_wallclock(runner: BotRunner, # the bot
     n = 0
     while iterations is None or n < iterations:
         data = fetch()
-        runner.manager.sync()
-        if n and n % reconcile_every == 0: runner.manager.reconcile()
-        runner.step(data)
-        runner.mark(data.index[-1], data.close.ffill().iloc[-1])
+        with manager_lock(runner.manager):  # the stream thread applies updates under the same lock
+            runner.manager.sync()
+            if n and n % reconcile_every == 0: runner.manager.reconcile()
+            runner.step(data)
+            runner.mark(data.index[-1], data.close.ffill().iloc[-1])
         n += 1
         if iterations is None or n < iterations: sleep(interval)
     return n
@@ -223,7 +273,14 @@ def follow_trade_updates(manager: OrderManager, # the bot's order manager (its b
                          **stream_kw) -> object:
     "Subscribe the journal to the broker's trade-update stream; returns the stream handle (`.stop()`)."
     if not hasattr(manager.broker, "stream_updates"): raise InputValidationError("broker", manager.broker.name, "has no trade-update stream")
+    lock = manager_lock(manager)
+    def on_reconnect():  # the REST gap-fill of whatever the stream lost while it was down
+        with lock:
+            try: manager.reconcile()
+            except BrokerError as e: log.warning("gap-fill after reconnect failed (the next sync catches up): %s", e)
     def on_update(event, order, fill):
+        with lock: _on_update(event, order, fill)
+    def _on_update(event, order, fill):
         try:
             manager.apply_order(order)
             if fill is not None: manager.sync()
@@ -231,4 +288,4 @@ def follow_trade_updates(manager: OrderManager, # the bot's order manager (its b
             manager.set_state(TradingState.HALTED, f"trade update: {e}")
         except BrokerError as e:  # the REST pull failed: the next sync or reconcile catches up
             log.warning("trade update %s for %s: %s", event, order.client_order_id, e)
-    return manager.broker.stream_updates(on_update, on_reconnect=manager.reconcile, **stream_kw)
+    return manager.broker.stream_updates(on_update, on_reconnect=on_reconnect, **stream_kw)
