@@ -54,9 +54,11 @@ def main():
     long = (sma(close, 50) > sma(close, 200))
     entries, exits = long & ~long.shift(1, fill_value=False), ~long & long.shift(1, fill_value=False)
     ours = backtest_signals(close, entries, exits, fee_rate=FEE, init_cash=CASH)
-    pf = vbt.Portfolio.from_signals(close, entries, exits, fees=FEE, init_cash=CASH, freq="1D")
+    # vectorbt fills at the bar it is given; ours fills a decision on the next bar: vectorbt gets the signals one bar later
+    v_entries, v_exits = entries.shift(1, fill_value=False), exits.shift(1, fill_value=False)
+    pf = vbt.Portfolio.from_signals(close, v_entries, v_exits, fees=FEE, init_cash=CASH, freq="1D")
     res["single_max_rel_diff_vs_vectorbt"] = float((ours.equity / pf.value() - 1).abs().max().max())
-    res["vectorbt_from_signals_warm_s"] = best_of(lambda: vbt.Portfolio.from_signals(close, entries, exits, fees=FEE, init_cash=CASH, freq="1D"))
+    res["vectorbt_from_signals_warm_s"] = best_of(lambda: vbt.Portfolio.from_signals(close, v_entries, v_exits, fees=FEE, init_cash=CASH, freq="1D"))
     res["ours_backtest_signals_warm_s"] = best_of(lambda: backtest_signals(close, entries, exits, fee_rate=FEE, init_cash=CASH))
     res["ours_full_job_warm_s"] = best_of(lambda: backtest_weights(close, strategy.target_weights(data), fee_rate=FEE, init_cash=CASH, mode="independent"))
     # a fresh process doing the whole job the project's way: verified snapshot -> strategy -> engine
@@ -68,7 +70,7 @@ def main():
            "print(r.final_value.sum())")
     vjob = (load + "import warnings; warnings.filterwarnings('ignore'); import vectorbt as vbt;"
             "f = vbt.MA.run(c, 50); s = vbt.MA.run(c, 200);"
-            "pf = vbt.Portfolio.from_signals(c, f.ma_crossed_above(s), f.ma_crossed_below(s), fees=0.001, init_cash=100.0, freq='1D');"
+            "pf = vbt.Portfolio.from_signals(c, f.ma_crossed_above(s).shift(1, fill_value=False), f.ma_crossed_below(s).shift(1, fill_value=False), fees=0.001, init_cash=100.0, freq='1D');"
             "print(pf.final_value().sum())")
     res["ours_fresh_process_s"] = min(fresh_process(job) for _ in range(2))
     res["vectorbt_fresh_process_s"] = fresh_process(vjob)
@@ -87,6 +89,7 @@ def main():
         slow = pd.concat([ma[b] for _, b in pairs], axis=1, keys=pairs, names=["fast", "slow"])
         lng = fast > slow
         e, x = lng & ~lng.shift(1, fill_value=False), ~lng & lng.shift(1, fill_value=False)
+        e, x = e.shift(1, fill_value=False), x.shift(1, fill_value=False)  # decided at t, filled at t+1 (the engines' default)
         prices = pd.concat([close] * len(pairs), axis=1, keys=pairs, names=["fast", "slow"])
         return vbt.Portfolio.from_signals(prices, e, x, fees=FEE, init_cash=CASH, freq="1D").final_value()
     vbt_sweep()  # compile
@@ -96,6 +99,7 @@ def main():
     mas = {w: sma(close, w) for w in sorted(set(FAST) | set(SLOW))}
     lng = pd.concat([mas[a] > mas[b] for a, b in pairs], axis=1, keys=pairs)
     e, x = lng & ~lng.shift(1, fill_value=False), ~lng & lng.shift(1, fill_value=False)
+    e, x = e.shift(1, fill_value=False), x.shift(1, fill_value=False)
     prices = pd.concat([close] * len(pairs), axis=1, keys=pairs)
     theirs = vbt.Portfolio.from_signals(prices, e, x, fees=FEE, init_cash=CASH, freq="1D").final_value().to_numpy()
     mine = table["final_value"].to_numpy()

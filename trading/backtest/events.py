@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 from ..core.errors import InputValidationError
-from .vectorized import BacktestResult, _episodes, rebalance_mask, trades_frame, Schedule
+from .vectorized import BacktestResult, _episodes, rebalance_mask, trades_frame, Schedule, Execution, check_execution, next_bar
 from ..strategies.base import MarketData
 
 # %% auto #0
@@ -267,6 +267,12 @@ class EventResult(BacktestResult):
 
 ORDER_COLUMNS = ["ts_event", "symbol", "side", "qty", "order_type", "limit_price", "stop_price", "time_in_force"]
 
+def _target_orders(target: pd.DataFrame, mask: np.ndarray, execution: str):
+    "Forward-filled targets, rebalance bars and whether the orders they make are market-on-close, for a fill convention."
+    tgt = target.ffill().to_numpy(np.float64)
+    if execution == "next_close": return next_bar(tgt), next_bar(mask), True  # an MOC order for bar t+1
+    return tgt, mask, execution == "close"  # next_open: a market order that works from t+1, filled at its open
+
 def _explicit_orders(orders: pd.DataFrame | None, index: pd.DatetimeIndex, symbols: list[str]):
     if orders is None or len(orders) == 0:
         z = np.zeros(0)
@@ -303,7 +309,7 @@ def backtest_events(data: MarketData, # prices (open/high/low/volume optional: c
                     costs: Costs = Costs(), # commissions, slippage, impact, participation
                     init_cash: float = 1.0, # starting cash, currency
                     schedule: Schedule = "on_change", # rebalance schedule for `target`
-                    order_type: Literal["moc", "market"] = "moc", # how targets become orders: at this close, or next open
+                    execution: Execution = "next_close", # how targets become orders: next close (default), next open, or "close" (this close)
                     max_leverage: float = 1.0, # 1 = cash account; >1 = gross exposure up to this multiple of equity
                     allow_short: bool = False, # let sells take positions below zero
                     multipliers: dict[str, float] | None = None, # per symbol (default 1), e.g. 100 for equity options
@@ -319,7 +325,7 @@ def backtest_events(data: MarketData, # prices (open/high/low/volume optional: c
         raise InputValidationError("target", "misaligned", "targets must share the close panel's index and columns")
     if init_cash <= 0: raise InputValidationError("init_cash", init_cash, "must be positive")
     if max_leverage < 1: raise InputValidationError("max_leverage", max_leverage, "must be >= 1")
-    if order_type not in ("moc", "market"): raise InputValidationError("order_type", order_type, "'moc' or 'market'")
+    check_execution(execution)
     mult = np.array([float((multipliers or {}).get(s, 1.0)) for s in syms])
     expiry = np.full(len(syms), -1, np.int64)
     for s, ts in (expiries or {}).items():
@@ -335,7 +341,7 @@ def backtest_events(data: MarketData, # prices (open/high/low/volume optional: c
     explicit, ordered = _explicit_orders(orders, idx, syms)
     f64 = lambda p: p.to_numpy(np.float64)
     res = _run(f64(o), f64(h), f64(l), f64(close), f64(v), f64(sigma), f64(adv), mult, expiry,
-               target.ffill().to_numpy(np.float64), mask, order_type == "moc", *explicit,
+               *_target_orders(target, mask, execution), *explicit,
                costs.fee_rate, costs.fee_per_share, costs.fee_min, costs.slippage, costs.impact_coef, costs.participation,
                float(init_cash), float(max_leverage), bool(allow_short))
     (cash, pos, value, f_bar, f_ord, f_qty, f_px, f_fee, ob_asset, ob_side, ob_qty, ob_type, ob_bar, ob_status, ob_reason, ob_filled, ob_notional, ob_src) = res
@@ -363,4 +369,4 @@ def backtest_events(data: MarketData, # prices (open/high/low/volume optional: c
     return EventResult(equity=equity, cash=pd.DataFrame(cash[:, None], idx, ["portfolio"]), positions=pd.DataFrame(pos, idx, syms),
                        weights=pd.DataFrame(held / value[:, None], idx, syms), fees=pd.DataFrame(fees, idx, syms),
                        turnover=pd.DataFrame(np.abs(notional).sum(axis=1, keepdims=True) / value[:, None], idx, ["portfolio"]),
-                       trades=trades, orders=orders_out, fills=fills)
+                       trades=trades, orders=orders_out, fills=fills, init_cash=float(init_cash), execution=execution)

@@ -7,6 +7,7 @@ Docs: https://trading-dev.github.io/trading/backtest/sweep.html.md"""
 # %% ../../nbs/backtest/04_sweep.ipynb #5762f4ba
 from __future__ import annotations
 from collections.abc import Sequence
+from typing import Literal
 import numpy as np
 import pandas as pd
 from numba import njit, prange
@@ -26,7 +27,7 @@ def _sma_all(close, windows):
     return out
 
 @njit(cache=True, parallel=True)
-def _sweep(close, sma, fast_idx, slow_idx, fee_rate, init_cash):
+def _sweep(close, sma, fast_idx, slow_idx, fee_rate, init_cash, lag):
     "Final value, number of round trips and max drawdown of every (pair, symbol) all-in/all-out account."
     n, k = close.shape
     m = len(fast_idx)
@@ -38,7 +39,8 @@ def _sweep(close, sma, fast_idx, slow_idx, fee_rate, init_cash):
         for i in range(n):
             px = close[i, j]
             if not np.isnan(px): last = px
-            a, b = sma[f, i, j], sma[s, i, j]
+            # the decision seen at bar i - lag trades at bar i's close (lag 1: next bar, the engine's default)
+            a, b = (sma[f, i - lag, j], sma[s, i - lag, j]) if i >= lag else (np.nan, np.nan)
             if not (np.isnan(a) or np.isnan(b) or np.isnan(px)):
                 want = 1.0 if a > b else 0.0
                 if want != state:
@@ -71,9 +73,11 @@ def sweep_sma_crossover(close: pd.DataFrame, # prices (bars x symbols)
                         slow: Sequence[int], # slow windows, bars; pairs with fast >= slow are skipped
                         fee_rate: float = 0.0, # fraction of traded notional
                         init_cash: float = 1.0, # per account
+                        execution: Literal["next_close", "close"] = "next_close", # as in `backtest_weights`
                        ) -> pd.DataFrame:
     "One row per (fast, slow, symbol): final value, total return, closed trades, max drawdown."
     if not 0 <= fee_rate < 1: raise InputValidationError("fee_rate", fee_rate, "a fraction in [0, 1)")
+    if execution not in ("next_close", "close"): raise InputValidationError("execution", execution, "'next_close' or 'close' (sweeps fill at closes)")
     pairs = [(int(a), int(b)) for a in fast for b in slow if a < b]
     if not pairs: raise InputValidationError("fast/slow", (list(fast), list(slow)), "no pair with fast < slow")
     if min(min(fast), min(slow)) < 1: raise InputValidationError("windows", min(min(fast), min(slow)), "windows are >= 1 bar")
@@ -81,7 +85,7 @@ def sweep_sma_crossover(close: pd.DataFrame, # prices (bars x symbols)
     pos = {w: i for i, w in enumerate(windows)}
     c = close.to_numpy(np.float64)
     sma = _sma_all(c, windows)
-    final, trades, mdd = _sweep(c, sma, np.array([pos[a] for a, _ in pairs]), np.array([pos[b] for _, b in pairs]), float(fee_rate), float(init_cash))
+    final, trades, mdd = _sweep(c, sma, np.array([pos[a] for a, _ in pairs]), np.array([pos[b] for _, b in pairs]), float(fee_rate), float(init_cash), int(execution == "next_close"))
     k = close.shape[1]
     idx = pd.MultiIndex.from_tuples([(a, b, s) for a, b in pairs for s in close.columns], names=["fast", "slow", "symbol"])
     return pd.DataFrame({"final_value": final.ravel(), "total_return": final.ravel() / init_cash - 1,

@@ -15,8 +15,8 @@ from ..core.errors import InputValidationError
 from ..analytics.metrics import TRADE_COLUMNS
 
 # %% auto #0
-__all__ = ['Schedule', 'BacktestResult', 'trades_frame', 'rebalance_mask', 'backtest_weights', 'signals_to_target',
-           'backtest_signals']
+__all__ = ['Schedule', 'Execution', 'EXECUTIONS', 'BacktestResult', 'trades_frame', 'check_execution', 'next_bar',
+           'rebalance_mask', 'backtest_weights', 'signals_to_target', 'backtest_signals']
 
 # %% ../../nbs/backtest/01_vectorized.ipynb #ab0dec1f
 @njit(cache=True)
@@ -143,9 +143,15 @@ class BacktestResult:
     fees: pd.DataFrame  # fees paid per bar and symbol
     turnover: pd.DataFrame  # traded notional / account value, per bar and account
     trades: pd.DataFrame  # one row per flat-to-flat position episode
+    init_cash: float = 1.0  # starting cash per account: bar 0's return is measured from it
+    execution: str = "next_close"  # fill convention ("next_close", "next_open" or "close")
 
     @property
-    def returns(self) -> pd.DataFrame: return self.equity.pct_change(fill_method=None).fillna(0.0)
+    def returns(self) -> pd.DataFrame:
+        "Per-bar returns; bar 0's is measured from the starting cash, so its fees and P&L are not lost."
+        prev = self.equity.shift(1)
+        prev.iloc[0] = self.init_cash
+        return self.equity / prev - 1.0
     @property
     def final_value(self) -> pd.Series: return self.equity.iloc[-1]
 
@@ -163,6 +169,19 @@ def trades_frame(records: np.ndarray, index: pd.DatetimeIndex, symbols: list[str
 
 # %% ../../nbs/backtest/01_vectorized.ipynb #147e9b2b
 Schedule = Literal["on_change", "on_decision", "every_bar", "W", "M", "Q"] | float
+Execution = Literal["next_close", "next_open", "close"]
+EXECUTIONS = ("next_close", "next_open", "close")
+
+def check_execution(execution: str):
+    "Raise a typed error unless `execution` is a known fill convention."
+    if execution not in EXECUTIONS: raise InputValidationError("execution", execution, f"one of {EXECUTIONS} ('close' = market-on-close at the decision bar)")
+
+def next_bar(a: np.ndarray) -> np.ndarray:
+    "Rows moved one bar later (row 0 empty: NaN for floats, False for masks): what is decided at t acts at t+1."
+    out = np.empty_like(a)
+    out[0] = np.nan if a.dtype.kind == "f" else False
+    out[1:] = a[:-1]
+    return out
 
 @njit(cache=True)
 def _ffill_changes(target):
@@ -208,7 +227,7 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
                      init_cash: float = 1.0, # starting cash per account, currency
                      schedule: Schedule = "on_change", # when to rebalance
                      mode: Literal["portfolio", "independent"] = "portfolio", # one shared account, or one per symbol
-                     execution: Literal["close", "next_open"] = "close", # trade at the decision bar's close or the next open
+                     execution: Execution = "next_close", # next bar's close (default) or open; "close" = market-on-close at the decision bar
                      open: pd.DataFrame | None = None, # open prices, needed for execution="next_open"
                      allow_leverage: bool = False, # let buys exceed cash (borrowing at zero rate)
                     ) -> BacktestResult:
@@ -224,13 +243,13 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
     if mode not in ("portfolio", "independent"): raise InputValidationError("mode", mode, "'portfolio' or 'independent'")
     tgt, mask = _targets_and_mask(target, schedule, per_column=independent)
     c = close.to_numpy(np.float64)
-    if execution == "close": px = c
-    elif execution == "next_open":
+    check_execution(execution)
+    px = c
+    if execution == "next_open":
         if open is None or not open.index.equals(close.index): raise InputValidationError("open", None, "next_open execution needs an aligned open panel")
-        px = open.to_numpy(np.float64)  # decision at t trades at the open of t+1
-        tgt = np.vstack([np.full((1, tgt.shape[1]), np.nan), tgt[:-1]])
-        mask = np.concatenate([np.zeros((1,) + mask.shape[1:], bool), mask[:-1]])
-    else: raise InputValidationError("execution", execution, "'close' or 'next_open'")
+        px = open.to_numpy(np.float64)
+    if execution != "close":  # a decision at t trades on bar t+1
+        tgt, mask = next_bar(tgt), next_bar(mask)
     sim = _simulate_independent if independent else _simulate
     cash, shares, traded, exec_px, fees = sim(px, c, tgt, mask, threshold, float(fee_rate), float(slippage), float(init_cash), bool(allow_leverage))
     idx, syms = close.index, list(close.columns)
@@ -248,7 +267,8 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
         accounts, weights = ["portfolio"], held / value
         turnover = notional.sum(axis=1, keepdims=True) / value
     return BacktestResult(equity=frame(value, accounts), cash=frame(cash, accounts), positions=frame(shares, syms),
-                          weights=frame(weights, syms), fees=frame(fees, syms), turnover=frame(turnover, accounts), trades=trades)
+                          weights=frame(weights, syms), fees=frame(fees, syms), turnover=frame(turnover, accounts), trades=trades,
+                          init_cash=float(init_cash), execution=execution)
 
 # %% ../../nbs/backtest/01_vectorized.ipynb #05b5048b
 def signals_to_target(entries: pd.DataFrame, # True where a long position should open (decided at that bar)

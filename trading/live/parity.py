@@ -58,7 +58,7 @@ def compare_backtest_paper(strategy: Strategy, # the strategy both sides run
     if not 1 <= start < len(data.index): raise InputValidationError("start", start, f"1..{len(data.index) - 1} (the venue needs one bar of prices before the first decision)")
     target = strategy.target_weights(data)
     win = _window(data, start)
-    bt = backtest_events(win, standing_target(target, start), costs=costs, init_cash=init_cash, order_type="market")
+    bt = backtest_events(win, standing_target(target, start), costs=costs, init_cash=init_cash, execution="next_open")
     with tempfile.TemporaryDirectory() as tmp:
         venue = PaperVenue(cash=Decimal(repr(init_cash)), costs=costs)
         venue.partial_fraction = partial_fraction
