@@ -71,7 +71,7 @@ def test_option_trades_pay_fees_and_spread_settlements_do_not():
 
 def test_default_fill_is_the_next_close():
     spot = pd.Series(np.linspace(100, 120, len(IDX)), index=IDX)
-    nxt, moc = CoveredCall(r=0.0).run(_market(spot)), CoveredCall(r=0.0, execution="same_close").run(_market(spot))
+    nxt, moc = CoveredCall(r=0.0).run(_market(spot)), CoveredCall(r=0.0, execution="close").run(_market(spot))
     f_next = nxt.result.fills[nxt.result.fills["kind"] == "fill"]
     f_moc = moc.result.fills[moc.result.fills["kind"] == "fill"]
     decided = nxt.book.contracts["listed"]

@@ -33,7 +33,7 @@ class OptionParams(StrategyParams):
     fee_per_contract: float = 0.0  # commission per option contract traded, currency (e.g. 0.65)
     half_spread: float = 0.0  # option half bid/ask spread paid on every trade, fraction of the option's price
     half_spread_min: float = 0.0  # floor of that half-spread, currency per unit of the underlying (the quote unit; x100 per contract)
-    execution: Literal["next_close", "same_close"] = "next_close"  # decided at bar t's close, filled at t+1's close, or MOC at t's
+    execution: Literal["next_close", "close"] = "next_close"  # decided at bar t's close, filled at t+1's close, or MOC at t's ("close"; no opens: prices are close-only models)
     strike_step: float = 5.0  # listed strike grid, index points
     min_days: int = 7  # an expiry nearer than this (calendar days) is skipped when opening
     root: str = "SPX"  # OCC root of the contracts
@@ -270,7 +270,10 @@ class OptionRun:
     @property
     def equity(self) -> pd.Series: return (self.result.equity["portfolio"] + self.side_account).rename("portfolio")
     @property
-    def returns(self) -> pd.Series: return self.equity.pct_change(fill_method=None).fillna(0.0)
+    def returns(self) -> pd.Series:
+        "Per-bar returns; the first bar's is equity / init_cash - 1, so costs paid on the first bar stay in."
+        eq = self.equity
+        return eq.pct_change(fill_method=None).fillna(eq.iloc[0] / self.init_cash - 1.0)
 
     def option_fills(self) -> pd.DataFrame:
         f = self.result.fills
