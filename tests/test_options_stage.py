@@ -69,5 +69,6 @@ def test_options_stage_reports_the_buy_write_it_ran(small_snapshot, tmp_path):
         assert summary["checks_held"] == sum(h is True for h in holds)
     checks = set(panel["check"])
     assert {"costs x2", "iv_premium=0", "iv_premium=0.03", "iv_scale=0.9", "rate_shift=-0.01", "rate_shift=0.01"} <= checks
-    assert {"sub-period", "start date", "costs", "execution", "model input"} <= set(panel["kind"])
+    assert {"sub-period", "start date", "costs", "execution", "model input", "benchmark"} <= set(panel["kind"]) and "vs delta-matched" in checks
+    assert 0.3 < hw["delta_matched_weight"] < 0.8  # an ATM buy-write carries about half the index's delta
     assert any(c.startswith("before VIX data") for c in checks) and "fill at the decision close (MOC)" in checks
