@@ -79,3 +79,19 @@ def test_default_fill_is_the_next_close():
     assert pd.DatetimeIndex(f_next["ts_event"]).min() == IDX[1] and pd.DatetimeIndex(f_moc["ts_event"]).min() == IDX[0]
     with pytest.raises(pydantic.ValidationError, match="execution"):
         CoveredCall(execution="same_bar_open")
+
+
+def test_option_books_replay_without_lookahead_at_every_bar():
+    "Rebuilding the book on data cut at each bar reproduces every order filled up to that bar (next-close and MOC fills)."
+    rng = np.random.default_rng(7)
+    spot = pd.Series(100 * np.exp(np.cumsum(rng.normal(0, 0.012, len(IDX)))), index=IDX)
+    iv = pd.Series(0.2 + 0.05 * np.sin(np.arange(len(IDX)) / 9), index=IDX)
+    rf = pd.Series(np.linspace(0.01, 0.03, len(IDX)), index=IDX)
+    data = MarketData(pd.DataFrame({"SPX": spot}), extra={"atm_vol": iv.to_frame("iv"), "garch_vol": pd.DataFrame({"g": 0.2}, index=IDX),
+                                                          "rf": rf.to_frame("rf")})
+    for strat in (CoveredCall(), VolatilityTrade(hedged=True, require_vix=False, rich=1.05, cheap=0.95), ProtectivePut(execution="close")):
+        full = strat.book(data, init_cash=1e6).orders
+        assert len(full) > 3
+        for t in IDX[::3]:
+            part = strat.book(data.until(t), init_cash=1e6).orders
+            pd.testing.assert_frame_equal(part, full[full["ts_event"] <= t].reset_index(drop=True), check_exact=False, rtol=1e-12)

@@ -203,8 +203,8 @@ class OptionStrategy(Strategy):
         cols = {und: spot}
         cols.update({s: panels[s]["price"] for s in panels})
         close = pd.DataFrame(cols, index=idx)
-        o = pd.DataFrame(orders, columns=["ts_event", "symbol", "signed_qty"])
-        o = o[o["signed_qty"] != 0]
+        o = pd.DataFrame(orders, columns=["ts_event", "symbol", "signed_qty"]).astype({"ts_event": idx.dtype, "symbol": "str", "signed_qty": float})
+        o = o[o["signed_qty"] != 0]  # typed even when empty: a book cut before its first fill compares equal to the full one's head
         o = pd.DataFrame({"ts_event": o["ts_event"], "symbol": o["symbol"], "side": np.where(o["signed_qty"] > 0, "buy", "sell"),
                           "qty": o["signed_qty"].abs(), "order_type": "moc"}).reset_index(drop=True)
         contracts = pd.DataFrame(rows, columns=["symbol", "right", "strike", "expiry", "listed", "traded", "qty", "price", "spot", "iv", "T_days"])
