@@ -8,14 +8,15 @@ Docs: https://trading-dev.github.io/trading/strategies/base.html.md"""
 from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar, Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from ..core.errors import DataValidationError, InputValidationError, TradingError
 
 # %% auto #0
-__all__ = ['MarketData', 'StrategyParams', 'Parametrized', 'Strategy', 'LookAheadError', 'check_no_lookahead']
+__all__ = ['MarketData', 'StrategyParams', 'Parametrized', 'Strategy', 'LookAheadError', 'ReplayReport', 'replay_lookahead',
+           'PeekAhead']
 
 # %% ../../nbs/strategies/00_base.ipynb #cb1be961
 @dataclass(frozen=True)
@@ -98,34 +99,94 @@ class Strategy(Parametrized, ABC):
 class LookAheadError(TradingError):
     "A strategy's decision at some bar changed when data after that bar changed."
 
-def check_no_lookahead(strategy: Strategy, # the strategy under test
-                       data: MarketData, # market data to run it on
-                       n_cuts: int = 6, # how many cut points to try
-                       seed: int | np.random.Generator | None = 0, # where the cuts fall and how the future is scrambled
-                      ) -> list[pd.Timestamp]:
-    "Raise `LookAheadError` if decisions at or before t depend on data after t (truncation and per-symbol scrambling); returns the cuts tried."
-    rng = np.random.default_rng(seed)
-    full = strategy.target_weights(data)
-    if not (full.index.equals(data.index) and list(full.columns) == data.symbols):
-        raise InputValidationError("target_weights", type(full).__name__, "must be indexed like data.close (same bars and symbols)")
+@dataclass
+class ReplayReport:
+    "What a look-ahead replay checked: the decision bars replayed (all of them unless `max_checks` thinned them)."
+    name: str
+    decision_bars: int  # bars on which the full run decided something
+    checked: list  # bar labels replayed on truncated data
+    bars: str  # "decisions" or "all"
+
+    def __str__(self) -> str:
+        what = "decision bars" if self.bars == "decisions" else "bars"
+        return f"{self.name}: replayed {len(self.checked)} of {self.decision_bars} {what} on data truncated there; every decision identical"
+
+def _decisions_of(strategy) -> Callable[[MarketData], pd.DataFrame]:
+    "What a strategy decides, as a frame: its own `decisions` (e.g. an option order book) or its target weights."
+    return getattr(strategy, "decisions", None) or strategy.target_weights
+
+def _rows_at(frame: pd.DataFrame, t, long: bool) -> pd.DataFrame:
+    "The decisions stamped with bar `t`: a row of a bar-indexed frame, or the rows of an order frame with `ts_event == t`."
+    if not long: return frame.loc[[t]] if t in frame.index else frame.iloc[0:0]
+    rows = frame[frame["ts_event"] == t].drop(columns="ts_event")
+    return rows.sort_values(list(rows.columns)).reset_index(drop=True)
+
+def _same(a: pd.DataFrame, b: pd.DataFrame, rtol: float, atol: float) -> str | None:
+    "None if two decision frames agree, else what differs first."
+    if a.shape != b.shape: return f"{len(a)} decision rows with all the data, {len(b)} without the future"
+    for c in a.columns:
+        x, y = a[c].to_numpy(), b[c].to_numpy()
+        if x.dtype.kind in "fiu" and y.dtype.kind in "fiu":
+            bad = ~np.isclose(x.astype(float), y.astype(float), rtol=rtol, atol=atol, equal_nan=True)
+        else:
+            bad = np.array([not (u == v or (pd.isna(u) and pd.isna(v))) for u, v in zip(x, y)])
+        if bad.any():
+            i = int(np.argmax(bad))
+            return f"{c}: {x[i]!r} with all the data, {y[i]!r} without the future"
+    return None
+
+def replay_lookahead(strategy, # a Strategy, or any object with `target_weights(data)` / `decisions(data)` (order books, regime models, policies)
+                     data: MarketData, # market data to run it on
+                     bars: Literal["decisions", "all"] = "decisions", # replay every bar that decided something, or every bar after the warm-up
+                     max_checks: int | None = None, # thin the replay to this many bars, evenly spaced (first and last kept); None = all
+                     rtol: float = 1e-9, # relative tolerance for float decisions (identical arithmetic gives identical numbers)
+                     atol: float = 1e-12,
+                    ) -> ReplayReport:
+    "Raise `LookAheadError` unless every decision at bar t is reproduced from data truncated at t; deterministic."
+    decide = _decisions_of(strategy)
+    name = getattr(strategy, "name", type(strategy).__name__)
+    full = decide(data)
+    long = isinstance(full, pd.DataFrame) and "ts_event" in full.columns
+    if not long and not (isinstance(full, pd.DataFrame) and full.index.equals(data.index)):
+        raise InputValidationError("decisions", type(full).__name__, "must be indexed like data.close, or an order frame with a ts_event column")
+    if bars not in ("decisions", "all"): raise InputValidationError("bars", bars, "'decisions' or 'all'")
+    if max_checks is not None and max_checks < 2: raise InputValidationError("max_checks", max_checks, "at least 2, or None for every bar")
     n = len(data.index)
-    lo = min(max(strategy.warmup, 1), n - 2)
-    cuts = sorted(set(rng.integers(lo, n - 1, size=n_cuts).tolist()) | {n - 2})
-    for i in cuts:
+    first = min(max(int(getattr(strategy, "warmup", 0) or 0), 0), n)
+    # the last bar is never replayed: data truncated there is the full data
+    candidates = np.arange(first, n - 1)
+    decided = (data.index.isin(pd.DatetimeIndex(full["ts_event"].unique())) if long
+               else full.notna().any(axis=1).to_numpy())
+    n_decisions = int(decided[candidates].sum())
+    if bars == "decisions": candidates = candidates[decided[candidates]]
+    if max_checks is not None and len(candidates) > max_checks:
+        candidates = candidates[np.unique(np.linspace(0, len(candidates) - 1, max_checks).round().astype(int))]
+    checked = []
+    for i in candidates:
         t = data.index[i]
-        past = full.loc[:t]
-        truncated = strategy.target_weights(data.until(t))
-        # an independent factor per future bar and column, so ranks and spreads across symbols change too
-        def scramble(p: pd.DataFrame) -> pd.DataFrame:
-            f = np.ones(p.shape)
-            f[i + 1:] = rng.lognormal(0, 0.2, (n - i - 1, p.shape[1]))
-            return p * f
-        scrambled_data = data.map_panels(scramble)
-        scrambled = strategy.target_weights(scrambled_data).loc[:t]
-        for label, other in (("truncating", truncated), ("scrambling", scrambled)):
-            diff = ~np.isclose(past.to_numpy(float), other.loc[:t].to_numpy(float), rtol=1e-12, atol=1e-12, equal_nan=True)
-            if diff.any():
-                r, c = np.argwhere(diff)[0]
-                raise LookAheadError(f"{strategy.name}: {label} the data after {t.isoformat()} changed its decision for "
-                                     f"{past.columns[c]} at {past.index[r].isoformat()}")
-    return [data.index[i] for i in cuts]
+        try:
+            part = decide(data.until(t))
+        except Exception as e:  # it decided at t with the future, and cannot without it
+            raise LookAheadError(f"{name}: decided at {t.isoformat()} with all the data but fails on data truncated there ({e})") from e
+        diff = _same(_rows_at(full, t, long), _rows_at(part, t, long), rtol, atol)
+        if diff is not None:
+            raise LookAheadError(f"{name}: its decision at {t.isoformat()} changed when the data after it was removed — {diff}")
+        checked.append(t)
+    return ReplayReport(name, n_decisions if bars == "decisions" else len(np.arange(first, n - 1)), checked, bars)
+
+class PeekAhead:
+    "A strategy wrapped to see `bars` bars into the future (every panel shifted back): the planted leak the replay must catch."
+    def __init__(self, strategy, bars: int = 1):
+        if bars < 1: raise InputValidationError("bars", bars, "a peek of at least one bar")
+        self.strategy, self.bars = strategy, bars
+        self.warmup = getattr(strategy, "warmup", 0)
+        self.name = f"PeekAhead({getattr(strategy, 'name', type(strategy).__name__)}, bars={bars})"
+    def _peek(self, data: MarketData) -> MarketData:
+        # bar t sees bar t + bars; the last bars repeat the last row, so the run on the full data stays well-formed
+        def shifted(p: pd.DataFrame) -> pd.DataFrame:
+            out = p.shift(-self.bars)
+            out.iloc[-self.bars:] = p.iloc[[-1] * min(self.bars, len(p))].to_numpy()
+            return out
+        return data.map_panels(shifted)
+    def target_weights(self, data: MarketData) -> pd.DataFrame: return self.strategy.target_weights(self._peek(data))
+    def decisions(self, data: MarketData) -> pd.DataFrame: return _decisions_of(self.strategy)(self._peek(data))

@@ -14,20 +14,25 @@ from ..core.errors import InputValidationError
 from .base import Strategy
 
 # %% auto #0
-__all__ = ['strategy_classes', 'snake_name', 'make_strategy']
+__all__ = ['STRATEGY_MODULES', 'strategy_classes', 'snake_name', 'make_strategy']
 
 # %% ../../nbs/strategies/99_registry.ipynb #aa66c465
+STRATEGY_MODULES = ("trading.options.strategies",)  # strategies that live outside `trading.strategies`
+
 def strategy_classes() -> dict[str, type[Strategy]]:
-    "Every concrete Strategy subclass defined in the modules of `trading.strategies`, by class name."
+    "Every concrete Strategy subclass defined in the modules of `trading.strategies` (and `STRATEGY_MODULES`), by class name."
     import trading.strategies as pkg
     found: dict[str, type[Strategy]] = {}
-    for mod in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
-        m = importlib.import_module(mod.name)
+    names = [mod.name for mod in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + ".")] + list(STRATEGY_MODULES)
+    for name_ in names:
+        m = importlib.import_module(name_)
         for name, obj in vars(m).items():
             if (inspect.isclass(obj) and issubclass(obj, Strategy) and not inspect.isabstract(obj)
                     and obj.__module__ == m.__name__ and not name.startswith("_")):
                 found[name] = obj
-    return dict(sorted(found.items()))
+    # a base other strategies extend (OptionStrategy) is a template, not a strategy to run
+    bases = {n for n, c in found.items() if any(o is not c and issubclass(o, c) for o in found.values())}
+    return {n: c for n, c in sorted(found.items()) if n not in bases}
 
 def snake_name(cls_name: str) -> str:
     "The command-line name of a strategy class: `SMACrossover` -> `sma_crossover`, `TimeSeriesMomentum` -> `time_series_momentum`."
