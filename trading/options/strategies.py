@@ -57,7 +57,7 @@ class Leg:
 class OptionBook:
     "Everything a run needs: the market data with one column per contract, the orders, multipliers and expiries."
     data: MarketData
-    orders: pd.DataFrame  # ORDER_COLUMNS, stamped at the bar they fill (MOC there); decided at that bar or the one before
+    orders: pd.DataFrame  # ORDER_COLUMNS stamped with the decision bar: 'market' (fills at the next bar's close: the book's data is close-only) or 'moc' (this close)
     multipliers: dict
     expiries: dict
     contracts: pd.DataFrame  # one row per contract traded: symbol, right, strike, expiry, listed (decision bar), traded, qty, price, spot, iv
@@ -171,7 +171,6 @@ class OptionStrategy(Strategy):
                 if sym != und:
                     c = self.option_cost(n, px(sym, t)); cash -= c; fees.loc[t] += c
                 held[sym] = held.get(sym, 0.0) + n
-                orders.append((t, sym, n))
             decided = []
             if t in roll_at:
                 started = True
@@ -191,13 +190,13 @@ class OptionStrategy(Strategy):
             if started and (t in roll_at or self.delta_hedge):
                 want = core + (-delta(t) if self.delta_hedge else 0.0)
                 if abs(want - intended[und]) > 1e-12: decided.append((und, want - intended[und])); intended[und] = want
+            orders += [(t, sym, n) for sym, n in decided]  # stamped with the decision bar
             if lag == 0:
                 for sym, n in decided:
                     cash -= n * px(sym, t) * (1 if sym == und else 100)
                     if sym != und:
                         c = self.option_cost(n, px(sym, t)); cash -= c; fees.loc[t] += c
                     held[sym] = held.get(sym, 0.0) + n
-                    orders.append((t, sym, n))
             elif decided and i + 1 < len(idx): pending[i + 1] = decided
             if started: nav.loc[t] = mark(t)
         cols = {und: spot}
@@ -206,7 +205,7 @@ class OptionStrategy(Strategy):
         o = pd.DataFrame(orders, columns=["ts_event", "symbol", "signed_qty"]).astype({"ts_event": idx.dtype, "symbol": "str", "signed_qty": float})
         o = o[o["signed_qty"] != 0]  # typed even when empty: a book cut before its first fill compares equal to the full one's head
         o = pd.DataFrame({"ts_event": o["ts_event"], "symbol": o["symbol"], "side": np.where(o["signed_qty"] > 0, "buy", "sell"),
-                          "qty": o["signed_qty"].abs(), "order_type": "moc"}).reset_index(drop=True)
+                          "qty": o["signed_qty"].abs(), "order_type": "market" if lag else "moc"}).reset_index(drop=True)
         contracts = pd.DataFrame(rows, columns=["symbol", "right", "strike", "expiry", "listed", "traded", "qty", "price", "spot", "iv", "T_days"])
         contracts = contracts[contracts["traded"].notna()].reset_index(drop=True)  # decided on the last bar: never filled
         return OptionBook(MarketData(close), o, {s: 100 for s in panels}, {s: e for s, e in zip(contracts["symbol"], pd.DatetimeIndex(contracts["expiry"])) if e <= idx[-1]},
@@ -217,7 +216,7 @@ class OptionStrategy(Strategy):
             init_cash: float = 1_000_000.0, # starting account, currency
             max_leverage: float = 2.0, # margin headroom for same-bar premium (see above)
            ) -> OptionRun:
-        "Book the strategy and run it through `backtest_events` (MOC orders at the fill bar, cash settlement at expiry); add interest and option costs."
+        "Book the strategy and run it through `backtest_events` (next-close or MOC fills, cash settlement at expiry); add interest and option costs."
         b = self.book(data, init_cash)
         o = b.orders.copy()
         # index orders: aim at positions rounded to 1e-6 units and size each order from the running float position,
