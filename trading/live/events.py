@@ -6,6 +6,7 @@ Docs: https://trading-dev.github.io/trading/live/events.html.md"""
 
 # %% ../../nbs/live/06_events.ipynb #4e868046
 from __future__ import annotations
+import json
 import datetime as dt
 import logging
 import math
@@ -23,7 +24,7 @@ from ..core.orders import Fill, Order, OrderStatus, OrderType, Side, TimeInForce
 from ..store.engine import make_engine, read, write
 from ..store.records import append_event
 from ..store.schema import events, orders as orders_table
-from ..strategies.base import LookAheadError, MarketData, Parametrized, StrategyParams
+from ..strategies.base import LookAheadError, MarketData, Parametrized, ReplayReport, StrategyParams, replay_lookahead
 from .broker import MarketRules
 from .manager import OrderManager, TradingState, client_order_id
 from .paper import PaperBroker, PaperVenue
@@ -499,31 +500,25 @@ class TrailingStop(EventStrategy):
                 if qty > 0: ctx.market(s, qty)
 
 # %% ../../nbs/live/06_events.ipynb #0733d14f
-def _decisions(res: EventBacktestResult, upto: pd.Timestamp) -> list:
-    return [{k: p[k] for k in ("ts", "cancels", "orders", "tags", "closed")} for p in res.plans if pd.Timestamp(p["ts"]) <= upto]
+def _plans_frame(res: EventBacktestResult) -> pd.DataFrame:
+    "One row per bar that planned something: its cancels, orders, tags and closes as canonical JSON."
+    keys = ("cancels", "orders", "tags", "closed")
+    rows = [{"ts_event": pd.Timestamp(p["ts"]), "plan": json.dumps({k: p[k] for k in keys}, sort_keys=True, default=str)}
+            for p in res.plans if p["orders"] or p["cancels"] or p["closed"]]
+    return pd.DataFrame(rows, columns=["ts_event", "plan"])
+
+class _EventPlans:
+    "An event strategy seen by the replay: its decisions are the plans of a backtest on the data it is given."
+    def __init__(self, strategy: EventStrategy, start: int, backtest_kw: dict):
+        self.strategy, self.start, self.kw = strategy, start, backtest_kw
+        self.name, self.warmup = strategy.name, max(start, strategy.warmup)
+    def decisions(self, data: MarketData) -> pd.DataFrame:
+        return _plans_frame(backtest_event_strategy(self.strategy, data, start=self.start, **self.kw))
 
 def check_event_lookahead(strategy: EventStrategy, # the strategy under test
                           data: MarketData, # bars to run it on
-                          n_cuts: int = 3, # how many cut bars to try (plus the second-to-last)
-                          seed: int | np.random.Generator | None = 0, # where the cuts fall and how the future is scrambled
                           start: int = 0, # first decision bar (as in backtest_event_strategy)
-                          **backtest_kw) -> list[pd.Timestamp]:
-    "Raise `LookAheadError` if any plan at or before a cut t changes when the bars after t are removed or scrambled; returns the cuts."
-    rng = np.random.default_rng(seed)
-    full = backtest_event_strategy(strategy, data, start=start, **backtest_kw)
-    n = len(data.index)
-    lo = min(max(start, strategy.warmup, 1), n - 2)
-    cuts = sorted(set(rng.integers(lo, n - 1, size=n_cuts).tolist()) | {n - 2})
-    for i in cuts:
-        t = data.index[i]
-        ref = _decisions(full, t)
-        def scramble(p: pd.DataFrame) -> pd.DataFrame:
-            f = np.ones(p.shape)
-            f[i + 1:] = rng.lognormal(0, 0.2, (n - i - 1, p.shape[1]))
-            return p * f
-        for label, d in (("truncating", data.until(t)), ("scrambling", data.map_panels(scramble))):
-            other = _decisions(backtest_event_strategy(strategy, d, start=start, **backtest_kw), t)
-            if other != ref:
-                bad = next((a["ts"] for a, b in zip(ref, other) if a != b), t.isoformat())
-                raise LookAheadError(f"{strategy.name}: {label} the data after {t.isoformat()} changed its decision at {bad}")
-    return [data.index[i] for i in cuts]
+                          max_checks: int | None = None, # thin the replay (None: every bar that planned something)
+                          **backtest_kw) -> ReplayReport:
+    "Raise `LookAheadError` unless every bar's plan is reproduced by a backtest on the data truncated at that bar."
+    return replay_lookahead(_EventPlans(strategy, start, backtest_kw), data, max_checks=max_checks)
