@@ -103,7 +103,8 @@ def option_panel(contract: OptionContract, # the contract (strike, right, expiry
                  spot: pd.Series, # underlying closes, UTC daily index
                  atm_vol: pd.Series, # ATM implied-vol proxy on the same index
                  listed: pd.Timestamp, # first bar the contract is priced (its sale/purchase bar)
-                 r: float = 0.0, q: float = 0.0, skew_slope: float = 0.25, # model inputs
+                 r: float | pd.Series = 0.0, # risk-free rate, annual cc decimal: a constant or a per-bar point-in-time series on spot's index
+                 q: float = 0.0, skew_slope: float = 0.25, # dividend yield, skew model
                 ) -> pd.DataFrame:
     "Modelled price, delta and vega (per contract unit, multiplier not applied) from `listed` to expiry; NaN outside."
     exp = pd.Timestamp(contract.expiry, tz="UTC")
@@ -113,6 +114,9 @@ def option_panel(contract: OptionContract, # the contract (strike, right, expiry
     if np.isnan(iv).any(): raise InputValidationError("atm_vol", spot.index[life][np.isnan(iv)][0], "implied-vol proxy missing during the contract's life")
     T = np.maximum((exp - spot.index[life]).days.to_numpy(), 0) / 365.0
     K, right = float(contract.strike), contract.right
+    if isinstance(r, pd.Series):
+        r = r.reindex(spot.index)[life].to_numpy(float)  # bar u is priced at the rate known at u
+        if np.isnan(r).any(): raise InputValidationError("r", spot.index[life][np.isnan(r)][0], "rate missing during the contract's life")
     vol = skew_vol(iv, S, K, T, r, q, skew_slope)
     g = bsm_greeks(right, S, K, T, vol, r, q)
     out = pd.DataFrame(np.nan, index=spot.index, columns=["price", "delta", "vega", "iv"])

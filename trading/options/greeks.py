@@ -28,17 +28,18 @@ def portfolio_greeks(positions: pd.DataFrame, # POSITION_COLUMNS, one row per ho
                      spot: float, # underlying price, currency
                      r: float = 0.0, q: float = 0.0, # rate and dividend yield, annual decimals
                     ) -> pd.Series:
-    "Value, delta (units and currency), gamma (units per 1 of spot), vega (currency per vol point), theta (currency per day)."
+    "Value, delta (units and currency), gamma (units per 1 of spot), vega (currency per vol point), theta (currency per day), rho and dividend rho (currency per rate / yield point)."
     p = _check(positions)
     und, opt = p[p["right"] == "U"], p[p["right"] != "U"]
     w = (opt["qty"] * opt["multiplier"]).to_numpy(float)
-    g = bsm_greeks(opt["right"].to_numpy(), spot, opt["strike"].to_numpy(float), opt["T"].to_numpy(float), opt["iv"].to_numpy(float), r, q) if len(opt) else {k: np.zeros(0) for k in ("delta", "gamma", "vega", "theta", "rho")}
+    g = bsm_greeks(opt["right"].to_numpy(), spot, opt["strike"].to_numpy(float), opt["T"].to_numpy(float), opt["iv"].to_numpy(float), r, q) if len(opt) else {k: np.zeros(0) for k in ("delta", "gamma", "vega", "theta", "rho", "dividend_rho")}
     price = bsm_price(opt["right"].to_numpy(), spot, opt["strike"].to_numpy(float), opt["T"].to_numpy(float), opt["iv"].to_numpy(float), r, q) if len(opt) else np.zeros(0)
     u = float((und["qty"] * und["multiplier"]).sum())
     delta = u + float(w @ g["delta"])
     return pd.Series({"value": u * spot + float(w @ price), "delta_units": delta, "delta_currency": delta * spot,
                       "gamma_units": float(w @ g["gamma"]), "vega_per_vol_point": float(w @ g["vega"]) / 100,
-                      "theta_per_day": float(w @ g["theta"]) / 365})
+                      "theta_per_day": float(w @ g["theta"]) / 365, "rho_per_rate_point": float(w @ g["rho"]) / 100,
+                      "dividend_rho_per_yield_point": float(w @ g["dividend_rho"]) / 100})
 
 def scenario_pnl(positions: pd.DataFrame, # POSITION_COLUMNS
                  spot: float, # underlying price now

@@ -11,7 +11,7 @@ from scipy.special import ndtr
 from ..core.errors import InputValidationError
 
 # %% auto #0
-__all__ = ['bsm_price', 'bsm_greeks', 'implied_vol']
+__all__ = ['d1', 'd2', 'bsm_price', 'bsm_greeks', 'implied_vol']
 
 # %% ../../nbs/options/00_pricing.ipynb #80e1e2b5
 _SQRT2PI = np.sqrt(2.0 * np.pi)
@@ -44,6 +44,20 @@ def _d12(S, K, T, v, r, q):
     d2 = np.where(live, d1 - sd, d1)
     return d1, d2, live
 
+def d1(spot, strike, T, sigma, r=0.0, q=0.0 # as in `bsm_price` (T > 0, sigma > 0 for a finite value)
+      ) -> np.ndarray:
+    "Black–Scholes–Merton d1 = (ln(S/K) + (r - q + sigma²/2) T) / (sigma √T); ±inf at T = 0 or sigma = 0 by the forward's side."
+    _, S, K, T, v, r, q = _inputs("C", spot, strike, T, sigma, r, q)
+    out = _d12(S, K, T, v, r, q)[0]
+    return out[()] if out.ndim == 0 else out
+
+def d2(spot, strike, T, sigma, r=0.0, q=0.0 # as in `d1`
+      ) -> np.ndarray:
+    "Black–Scholes–Merton d2 = d1 - sigma √T (N(d2) is the risk-neutral probability of a call finishing in the money)."
+    _, S, K, T, v, r, q = _inputs("C", spot, strike, T, sigma, r, q)
+    out = _d12(S, K, T, v, r, q)[1]
+    return out[()] if out.ndim == 0 else out
+
 # %% ../../nbs/options/00_pricing.ipynb #038618cf
 def bsm_price(right, # 'C' or 'P' (scalar or array)
               spot, # underlying price, currency
@@ -64,7 +78,7 @@ def bsm_price(right, # 'C' or 'P' (scalar or array)
 
 def bsm_greeks(right, spot, strike, T, sigma, r=0.0, q=0.0 # as in `bsm_price`
               ) -> dict[str, np.ndarray]:
-    "Delta, gamma, vega (per 1.00 vol), theta (per year) and rho (per 1.00 rate) of European options."
+    "Delta, gamma, vega (per 1.00 vol), theta (per year), rho (per 1.00 rate) and dividend rho (per 1.00 dividend yield)."
     w, S, K, T, v, r, q = _inputs(right, spot, strike, T, sigma, r, q)
     d1, d2, live = _d12(S, K, T, v, r, q)
     df_q, df_r = np.exp(-q * T), np.exp(-r * T)
@@ -77,7 +91,8 @@ def bsm_greeks(right, spot, strike, T, sigma, r=0.0, q=0.0 # as in `bsm_price`
            "gamma": gamma,
            "vega": S * df_q * pdf1 * sqT,
            "theta": theta_vol - w * r * K * df_r * ndtr(w * d2) + w * q * S * df_q * ndtr(w * d1),
-           "rho": w * K * T * df_r * ndtr(w * d2)}
+           "rho": w * K * T * df_r * ndtr(w * d2),
+           "dividend_rho": -w * S * T * df_q * ndtr(w * d1)}  # dV/dq: a higher yield lowers the forward
     return {k: (a[()] if a.ndim == 0 else a) for k, a in out.items()}
 
 # %% ../../nbs/options/00_pricing.ipynb #19e45f03

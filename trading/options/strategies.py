@@ -14,6 +14,7 @@ from ..core.errors import InputValidationError
 from ..core.instruments import OptionContract
 from ..strategies.base import MarketData, Strategy, StrategyParams
 from ..backtest.events import backtest_events, Costs, EventResult
+from .rates import cash_growth
 from .chains import iv_proxy, garch_vol_forecast, option_panel, strike_for, third_fridays, MODEL_NOTE
 
 # %% auto #0
@@ -22,17 +23,28 @@ __all__ = ['OptionParams', 'Leg', 'OptionBook', 'OptionStrategy', 'OptionRun', '
 
 # %% ../../nbs/options/02_strategies.ipynb #7b80e840
 class OptionParams(StrategyParams):
-    "Model and roll settings shared by every option strategy (defaults for every field)."
-    r: float = 0.02  # risk-free rate, annual decimal (constant)
+    "Model, cost and roll settings shared by every option strategy (defaults for every field)."
+    r: float = 0.02  # risk-free rate, annual decimal, used only when data.extra has no 'rf' series (then also the cash rate)
+    rate_shift: float = 0.0  # added to the rate (pricing and cash alike): the robustness panel's rate input
     q: float = 0.02  # dividend yield of the index, annual decimal (constant)
     skew_slope: float = 0.25  # skew model slope (see chains)
-    iv_premium: float = 0.01  # implied-minus-GARCH premium for bars without VIX, annual vol decimal
+    iv_premium: float = 0.01  # implied-minus-GARCH premium for bars without VIX, annual vol decimal (an assumption: see chains)
     iv_scale: float = 1.0  # multiplies the ATM proxy (sensitivity: VIX sits above ATM implied vol, so < 1 is plausible)
+    fee_per_contract: float = 0.0  # commission per option contract traded, currency (e.g. 0.65)
+    half_spread: float = 0.0  # option half bid/ask spread paid on every trade, fraction of the option's price
+    half_spread_min: float = 0.0  # floor of that half-spread, currency per unit of the underlying (the quote unit; x100 per contract)
+    execution: Literal["next_close", "close"] = "next_close"  # decided at bar t's close, filled at t+1's close, or MOC at t's ("close"; no opens: prices are close-only models)
     strike_step: float = 5.0  # listed strike grid, index points
     min_days: int = 7  # an expiry nearer than this (calendar days) is skipped when opening
     root: str = "SPX"  # OCC root of the contracts
     underlying_weight: float = 1.0  # index units held, as a fraction of NAV, reset at each roll
     calendar: str = "XNYS"  # exchange calendar whose future sessions date the expiries (known in advance)
+
+    def model_post_init(self, _):
+        for k in ("fee_per_contract", "half_spread", "half_spread_min"):
+            v = getattr(self, k)
+            if not (np.isfinite(v) and v >= 0): raise InputValidationError(k, v, "option costs must be finite and >= 0")
+        if self.half_spread >= 1: raise InputValidationError("half_spread", self.half_spread, "a fraction of the price below 1")
 
 @dataclass
 class Leg:
@@ -45,13 +57,15 @@ class Leg:
 class OptionBook:
     "Everything a run needs: the market data with one column per contract, the orders, multipliers and expiries."
     data: MarketData
-    orders: pd.DataFrame
+    orders: pd.DataFrame  # ORDER_COLUMNS stamped with the decision bar: 'market' (fills at the next bar's close: the book's data is close-only) or 'moc' (this close)
     multipliers: dict
     expiries: dict
-    contracts: pd.DataFrame  # one row per contract traded: symbol, right, strike, expiry, listed, qty, price, spot, iv
+    contracts: pd.DataFrame  # one row per contract traded: symbol, right, strike, expiry, listed (decision bar), traded, qty, price, spot, iv
     panels: dict  # symbol -> option_panel frame (price, delta, vega, iv)
-    model_nav: pd.Series  # cost-free NAV the sizing assumed (equals the engine's equity without costs)
-    proxy: pd.DataFrame  # iv proxy used (iv, source, garch_vol)
+    model_nav: pd.Series  # NAV the sizing assumed, currency: option costs and interest on cash included, index fees not
+    proxy: pd.DataFrame  # iv proxy used (iv, source, garch_vol) and the rate per bar (r)
+    option_costs: pd.Series  # fees + half-spreads paid on option trades per bar, currency
+    cash_growth: pd.Series  # growth factor of cash over each bar (the rate known at the previous bar)
 
 # %% ../../nbs/options/02_strategies.ipynb #6aae4a33
 class OptionStrategy(Strategy):
@@ -60,7 +74,7 @@ class OptionStrategy(Strategy):
     delta_hedge: bool = False
 
     def legs(self, t: pd.Timestamp, spot: float, T: float, proxy_row: pd.Series) -> list[Leg]:
-        "Legs to open at roll bar `t` (override)."
+        "Legs to open at roll bar `t` (override); `proxy_row` has the bar's `iv`, `source`, `garch_vol` and rate `r`."
         return []
 
     def _underlying(self, data: MarketData) -> str:
@@ -68,10 +82,21 @@ class OptionStrategy(Strategy):
         if len(syms) != 1: raise InputValidationError("data.close", data.symbols, "option strategies need exactly one underlying column")
         return syms[0]
 
+    def rate(self, data: MarketData) -> pd.Series:
+        "Rate per bar for pricing and cash: data.extra['rf'] (point in time, annual cc decimal) if given, else the constant `r`; plus `rate_shift`."
+        idx = data.index
+        if "rf" in data.extra:
+            rf = data.extra["rf"].iloc[:, 0].reindex(idx).astype(float)
+            if rf.isna().any(): raise InputValidationError("data.extra['rf']", rf.index[rf.isna()][0], "risk-free rate missing on this bar")
+        else:
+            rf = pd.Series(float(self.params.r), index=idx)
+        return (rf + self.params.rate_shift).rename("r")
+
     def proxy(self, data: MarketData) -> pd.DataFrame:
-        "Implied-vol proxy from data.extra: 'atm_vol' (decimal) if given, else VIX ('vix', points) + GARCH ('garch_vol' or fitted); times `iv_scale`."
+        "Implied-vol proxy from data.extra: 'atm_vol' (decimal) if given, else VIX ('vix', points) + GARCH ('garch_vol' or fitted); times `iv_scale`; plus the rate `r`."
         out = self._proxy(data)
-        return out.assign(iv=out["iv"] * self.params.iv_scale) if self.params.iv_scale != 1.0 else out
+        out = out.assign(iv=out["iv"] * self.params.iv_scale) if self.params.iv_scale != 1.0 else out
+        return out.assign(r=self.rate(data))
 
     def _proxy(self, data: MarketData) -> pd.DataFrame:
         spot = data.close[self._underlying(data)]
@@ -106,66 +131,94 @@ class OptionStrategy(Strategy):
             out.append((t, nxt[0])); t = nxt[0]
         return out
 
-    def book(self, data: MarketData) -> OptionBook:
+    def option_cost(self, qty, # contracts traded (signed or not), scalar or array
+                    price, # the option's price, currency per unit of the underlying
+                    multiplier: float = 100.0, # units per contract
+                   ):
+        "Fee plus half-spread paid on an option trade, currency: |qty| × (fee_per_contract + multiplier × max(half_spread × price, half_spread_min))."
+        p = self.params
+        return np.abs(qty) * (p.fee_per_contract + multiplier * np.maximum(p.half_spread * np.asarray(price, float), p.half_spread_min))
+
+    def book(self, data: MarketData, # one underlying column (+ extra 'vix'/'garch_vol' or 'atm_vol', optional 'rf')
+             init_cash: float = 1.0, # starting account, currency (per-contract fees make costs depend on the size)
+            ) -> OptionBook:
         "Contracts, their modelled price columns and the orders of the whole run (decisions at t use data up to t)."
         p, und = self.params, self._underlying(data)
+        if not (np.isfinite(init_cash) and init_cash > 0): raise InputValidationError("init_cash", init_cash, "must be positive")
         spot = data.close[und]
         proxy = self.proxy(data)
+        rate, growth = proxy["r"], cash_growth(proxy["r"])
         rolls = self._rolls(data.index, proxy)
         roll_at = dict(rolls)
+        lag = 1 if p.execution == "next_close" else 0
+        idx = data.index
         panels, rows, orders = {}, [], []
-        units, cash, open_ = 0.0, 1.0, {}  # cost-free model account starting at 1.0
-        nav = pd.Series(np.nan, index=data.index)
-        hedge = 0.0
-        started = False
-        for t in data.index:
+        held, intended, expiry_of = {und: 0.0}, {und: 0.0}, {}  # filled positions; positions once every decided order fills
+        cash, pending = float(init_cash), {}  # pending: bar position -> [(symbol, qty)]
+        nav = pd.Series(np.nan, index=idx)
+        fees = pd.Series(0.0, index=idx)
+        core, started = 0.0, False
+        px = lambda s, t: spot.loc[t] if s == und else panels[s]["price"].loc[t]
+        mark = lambda t: cash + sum(n * px(s, t) * (1 if s == und else 100) for s, n in held.items())
+        delta = lambda t: sum(n * panels[s]["delta"].loc[t] * 100 for s, n in intended.items() if s != und)
+        for i, t in enumerate(idx):
             S = spot.loc[t]
-            for sym in [s for s, (n, e) in open_.items() if e == t]:  # expiry: settle at intrinsic
-                n, _ = open_.pop(sym); cash += n * panels[sym]["price"].loc[t] * 100
+            if started: cash *= growth.loc[t]
+            for sym in [s for s, e in expiry_of.items() if e == t]:  # expiry: settle at intrinsic
+                cash += held.pop(sym) * panels[sym]["price"].loc[t] * 100; intended.pop(sym, None); expiry_of.pop(sym)
+            for sym, n in pending.pop(i, []):  # orders decided at the previous bar fill at this close
+                cash -= n * px(sym, t) * (1 if sym == und else 100)
+                if sym != und:
+                    c = self.option_cost(n, px(sym, t)); cash -= c; fees.loc[t] += c
+                held[sym] = held.get(sym, 0.0) + n
+            decided = []
             if t in roll_at:
                 started = True
-                value = units * S + cash + sum(n * panels[s]["price"].loc[t] * 100 for s, (n, _) in open_.items())
+                value = mark(t)
                 e = roll_at[t]
                 T = (e - t).days / 365.0
-                base = p.underlying_weight * value / S
+                core = p.underlying_weight * value / S
                 for leg in self.legs(t, S, T, proxy.loc[t]):
                     c = OptionContract(underlying=p.root, expiry=e.date(), strike=leg.strike, right=leg.right)
                     sym = c.compact_symbol
-                    panels[sym] = option_panel(c, spot, proxy["iv"], t, p.r, p.q, p.skew_slope)
+                    panels[sym] = option_panel(c, spot, proxy["iv"], t, rate, p.q, p.skew_slope)
                     n = leg.ratio * value / (100 * S)
-                    px = panels[sym]["price"].loc[t]
-                    open_[sym] = (n, e); cash -= n * px * 100
-                    orders.append((t, sym, n))
-                    rows.append(dict(symbol=sym, right=leg.right, strike=leg.strike, expiry=e, listed=t, qty=n, price=px, spot=S,
-                                     iv=panels[sym]["iv"].loc[t], T_days=(e - t).days))
-                hedge = -sum(n * panels[s]["delta"].loc[t] * 100 for s, (n, _) in open_.items()) if self.delta_hedge else 0.0
-                want = base + hedge
-                if want != units: orders.append((t, und, want - units)); cash -= (want - units) * S; units = want
-                core = base
-            elif started and self.delta_hedge:
-                hedge = -sum(n * panels[s]["delta"].loc[t] * 100 for s, (n, _) in open_.items())
-                want = core + hedge
-                if abs(want - units) > 1e-12: orders.append((t, und, want - units)); cash -= (want - units) * S; units = want
-            if started: nav.loc[t] = units * S + cash + sum(n * panels[s]["price"].loc[t] * 100 for s, (n, _) in open_.items())
+                    decided.append((sym, n)); intended[sym] = n; expiry_of[sym] = e
+                    traded = idx[i + lag] if i + lag < len(idx) else pd.NaT
+                    rows.append(dict(symbol=sym, right=leg.right, strike=leg.strike, expiry=e, listed=t, traded=traded, qty=n,
+                                     price=panels[sym]["price"].get(traded, np.nan), spot=S, iv=panels[sym]["iv"].loc[t], T_days=(e - t).days))
+            if started and (t in roll_at or self.delta_hedge):
+                want = core + (-delta(t) if self.delta_hedge else 0.0)
+                if abs(want - intended[und]) > 1e-12: decided.append((und, want - intended[und])); intended[und] = want
+            orders += [(t, sym, n) for sym, n in decided]  # stamped with the decision bar
+            if lag == 0:
+                for sym, n in decided:
+                    cash -= n * px(sym, t) * (1 if sym == und else 100)
+                    if sym != und:
+                        c = self.option_cost(n, px(sym, t)); cash -= c; fees.loc[t] += c
+                    held[sym] = held.get(sym, 0.0) + n
+            elif decided and i + 1 < len(idx): pending[i + 1] = decided
+            if started: nav.loc[t] = mark(t)
         cols = {und: spot}
         cols.update({s: panels[s]["price"] for s in panels})
-        close = pd.DataFrame(cols, index=data.index)
-        o = pd.DataFrame(orders, columns=["ts_event", "symbol", "signed_qty"])
-        o = o[o["signed_qty"] != 0]
+        close = pd.DataFrame(cols, index=idx)
+        o = pd.DataFrame(orders, columns=["ts_event", "symbol", "signed_qty"]).astype({"ts_event": idx.dtype, "symbol": "str", "signed_qty": float})
+        o = o[o["signed_qty"] != 0]  # typed even when empty: a book cut before its first fill compares equal to the full one's head
         o = pd.DataFrame({"ts_event": o["ts_event"], "symbol": o["symbol"], "side": np.where(o["signed_qty"] > 0, "buy", "sell"),
-                          "qty": o["signed_qty"].abs(), "order_type": "moc"}).reset_index(drop=True)
-        contracts = pd.DataFrame(rows, columns=["symbol", "right", "strike", "expiry", "listed", "qty", "price", "spot", "iv", "T_days"])
-        return OptionBook(MarketData(close), o, {s: 100 for s in panels}, {s: e for s, e in zip(contracts["symbol"], pd.DatetimeIndex(contracts["expiry"])) if e <= data.index[-1]},
-                          contracts, panels, nav, proxy)
+                          "qty": o["signed_qty"].abs(), "order_type": "market" if lag else "moc"}).reset_index(drop=True)
+        contracts = pd.DataFrame(rows, columns=["symbol", "right", "strike", "expiry", "listed", "traded", "qty", "price", "spot", "iv", "T_days"])
+        contracts = contracts[contracts["traded"].notna()].reset_index(drop=True)  # decided on the last bar: never filled
+        return OptionBook(MarketData(close), o, {s: 100 for s in panels}, {s: e for s, e in zip(contracts["symbol"], pd.DatetimeIndex(contracts["expiry"])) if e <= idx[-1]},
+                          contracts, panels, nav, proxy, fees, growth)
 
-    def run(self, data: MarketData, # one underlying column (+ extra 'vix'/'garch_vol' or 'atm_vol')
-            costs: Costs = Costs(), # engine costs (apply to index and option fills alike)
+    def run(self, data: MarketData, # one underlying column (+ extra 'vix'/'garch_vol' or 'atm_vol', optional 'rf')
+            costs: Costs = Costs(), # engine costs (index and option fills alike; option fees and spreads are the params')
             init_cash: float = 1_000_000.0, # starting account, currency
             max_leverage: float = 2.0, # margin headroom for same-bar premium (see above)
            ) -> OptionRun:
-        "Book the strategy and run it through `backtest_events` (MOC orders, cash settlement at expiry)."
-        b = self.book(data)
-        o = b.orders.copy(); o["qty"] = o["qty"] * init_cash  # the book is sized for a 1.0 account
+        "Book the strategy and run it through `backtest_events` (next-close or MOC fills, cash settlement at expiry); add interest and option costs."
+        b = self.book(data, init_cash)
+        o = b.orders.copy()
         # index orders: aim at positions rounded to 1e-6 units and size each order from the running float position,
         # so a flat target lands on exactly 0 (the engine's trade-episode bookkeeping chokes on 1e-15 residues)
         und = self._underlying(b.data)
@@ -183,7 +236,21 @@ class OptionStrategy(Strategy):
         o = o[o["ts_event"] >= start]
         res = backtest_events(md, orders=o, costs=costs, init_cash=init_cash, max_leverage=max_leverage, allow_short=True,
                               multipliers=b.multipliers, expiries=b.expiries)
-        return OptionRun(self, b, res, init_cash)
+        return OptionRun(self, b, res, init_cash, *self._side_account(res, b.cash_growth.loc[start:], und))
+
+    def _side_account(self, res: EventResult, growth: pd.Series, und: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+        "What the engine does not model, per bar: option fees + half-spreads, interest on all cash, and their running balance."
+        f = res.fills[(res.fills["kind"] == "fill") & (res.fills["symbol"] != und)]
+        spent = self.option_cost(f["qty"].to_numpy(float), f["price"].to_numpy(float))
+        cost = pd.Series(spent, index=pd.DatetimeIndex(f["ts_event"])).groupby(level=0).sum().reindex(growth.index, fill_value=0.0)
+        engine_cash = res.cash["portfolio"].to_numpy(float)
+        g, c = growth.to_numpy(float), cost.to_numpy(float)
+        side, interest = np.zeros(len(g)), np.zeros(len(g))
+        for i in range(len(g)):  # cash in total = engine cash + side account; all of it earns the rate
+            carried = (side[i - 1] + engine_cash[i - 1]) if i else 0.0
+            interest[i] = carried * (g[i] - 1.0)
+            side[i] = (side[i - 1] if i else 0.0) + interest[i] - c[i]
+        return cost, pd.Series(interest, index=growth.index), pd.Series(side, index=growth.index)
 
 # %% ../../nbs/options/02_strategies.ipynb #280006cc
 @dataclass
@@ -193,13 +260,19 @@ class OptionRun:
     book: OptionBook
     result: EventResult
     init_cash: float
+    option_costs: pd.Series  # option fees + half-spreads per bar, currency (charged outside the engine)
+    interest: pd.Series  # interest earned (paid, if cash is negative) on all cash per bar, currency
+    side_account: pd.Series  # running balance of those two: equity = engine equity + side_account
 
     @property
     def underlying(self) -> str: return self.strategy._underlying(self.book.data)
     @property
-    def equity(self) -> pd.Series: return self.result.equity["portfolio"]
+    def equity(self) -> pd.Series: return (self.result.equity["portfolio"] + self.side_account).rename("portfolio")
     @property
-    def returns(self) -> pd.Series: return self.equity.pct_change(fill_method=None).fillna(0.0)
+    def returns(self) -> pd.Series:
+        "Per-bar returns; the first bar's is equity / init_cash - 1, so costs paid on the first bar stay in."
+        eq = self.equity
+        return eq.pct_change(fill_method=None).fillna(eq.iloc[0] / self.init_cash - 1.0)
 
     def option_fills(self) -> pd.DataFrame:
         f = self.result.fills
@@ -248,6 +321,7 @@ class OptionRun:
                 "assigned": int((st["event"] == "assigned").sum()), "exercised": int((st["event"] == "exercised").sum()),
                 "expired_worthless": int((st["event"] == "expired worthless").sum()),
                 "settlement_cash_flow": float(st["cash_flow"].sum()), "fees": float(self.result.fills["fee"].sum()),
+                "option_costs": float(self.option_costs.sum()), "interest": float(self.interest.sum()),
                 "final_value": float(self.equity.iloc[-1]), "premium_turnover_per_year": self.premium_turnover()}
 
 # %% ../../nbs/options/02_strategies.ipynb #b53c2253
@@ -260,7 +334,7 @@ class CoveredCall(OptionStrategy):
 
     def legs(self, t, spot, T, row):
         p = self.params
-        k = strike_for("C", spot, T, row["iv"], p.moneyness, p.call_delta, p.strike_step, p.r, p.q, p.skew_slope)
+        k = strike_for("C", spot, T, row["iv"], p.moneyness, p.call_delta, p.strike_step, row["r"], p.q, p.skew_slope)
         return [Leg("C", -p.ratio, k)]
 
 class ProtectivePut(OptionStrategy):
@@ -272,7 +346,7 @@ class ProtectivePut(OptionStrategy):
 
     def legs(self, t, spot, T, row):
         p = self.params
-        return [Leg("P", p.ratio, strike_for("P", spot, T, row["iv"], p.moneyness, p.put_delta, p.strike_step, p.r, p.q, p.skew_slope))]
+        return [Leg("P", p.ratio, strike_for("P", spot, T, row["iv"], p.moneyness, p.put_delta, p.strike_step, row["r"], p.q, p.skew_slope))]
 
 class Collar(OptionStrategy):
     "Hold the index, buy an out-of-the-money put and write an out-of-the-money call each month."
@@ -282,8 +356,8 @@ class Collar(OptionStrategy):
 
     def legs(self, t, spot, T, row):
         p = self.params
-        return [Leg("P", 1.0, strike_for("P", spot, T, row["iv"], p.put_moneyness, None, p.strike_step, p.r, p.q, p.skew_slope)),
-                Leg("C", -1.0, strike_for("C", spot, T, row["iv"], p.call_moneyness, None, p.strike_step, p.r, p.q, p.skew_slope))]
+        return [Leg("P", 1.0, strike_for("P", spot, T, row["iv"], p.put_moneyness, None, p.strike_step, row["r"], p.q, p.skew_slope)),
+                Leg("C", -1.0, strike_for("C", spot, T, row["iv"], p.call_moneyness, None, p.strike_step, row["r"], p.q, p.skew_slope))]
 
 class VolatilityTrade(OptionStrategy):
     "Sell a straddle/strangle when implied vol is rich against the GARCH forecast, buy it when cheap; flat otherwise."

@@ -14,8 +14,8 @@ from ..core.errors import InputValidationError
 from .var import _check_confidence, garch_filter, garch_params, fit_garch, tail_var_es, fit_student_t_df
 
 # %% auto #0
-__all__ = ['VAR_MODELS', 'kupiec_pof', 'christoffersen', 'traffic_light', 'rolling_historical_var', 'var_forecasts', 'exceptions',
-           'var_backtest']
+__all__ = ['BASEL_PLUS_FACTORS', 'VAR_MODELS', 'kupiec_pof', 'christoffersen', 'traffic_light', 'basel_plus_factor',
+           'capital_multiplier', 'rolling_historical_var', 'var_forecasts', 'exceptions', 'var_backtest']
 
 # %% ../../nbs/risk/01_validation.ipynb #153eeab4
 def _xlogy(x, y): return 0.0 if x == 0 else x * math.log(y)
@@ -36,22 +36,25 @@ def kupiec_pof(exceptions: int, # number of hits
 def christoffersen(hits: np.ndarray, # boolean exception indicator per bar, in time order
                    confidence: float = 0.99,
                   ) -> dict:
-    "Christoffersen independence and conditional-coverage likelihood ratios with χ² p-values."
+    "Christoffersen coverage, independence and conditional-coverage likelihood ratios, all on the n-1 transitions, with χ² p-values."
     from scipy.stats import chi2
     h = np.asarray(hits, bool)
     if h.ndim != 1 or len(h) < 2: raise InputValidationError("hits", h.shape, "a 1-D series of at least 2 indicators")
     a, b = h[:-1], h[1:]
     n00, n01, n10, n11 = int((~a & ~b).sum()), int((~a & b).sum()), int((a & ~b).sum()), int((a & b).sum())
+    m = n00 + n01 + n10 + n11  # = len(h) - 1 transitions: every statistic below is on this sample
     p01 = n01 / (n00 + n01) if n00 + n01 else 0.0
     p11 = n11 / (n10 + n11) if n10 + n11 else 0.0
-    p = (n01 + n11) / (n00 + n01 + n10 + n11)
-    l0 = _xlogy(n00 + n10, 1 - p) + _xlogy(n01 + n11, p)
-    l1 = _xlogy(n00, 1 - p01) + _xlogy(n01, p01) + _xlogy(n10, 1 - p11) + _xlogy(n11, p11)
+    p_hat = (n01 + n11) / m
+    p_target = 1 - _check_confidence(confidence)
+    l_target = _xlogy(n00 + n10, 1 - p_target) + _xlogy(n01 + n11, p_target)  # i.i.d. hits at the VaR level
+    l0 = _xlogy(n00 + n10, 1 - p_hat) + _xlogy(n01 + n11, p_hat)  # i.i.d. hits at the observed rate
+    l1 = _xlogy(n00, 1 - p01) + _xlogy(n01, p01) + _xlogy(n10, 1 - p11) + _xlogy(n11, p11)  # first-order Markov
+    lr_uc = max(-2 * (l_target - l0), 0.0)
     lr_ind = max(-2 * (l0 - l1), 0.0)
-    lr_pof, _ = kupiec_pof(int(h.sum()), len(h), confidence)
-    lr_cc = lr_pof + lr_ind
-    return {"n00": n00, "n01": n01, "n10": n10, "n11": n11, "lr_ind": lr_ind, "p_ind": float(chi2.sf(lr_ind, 1)),
-            "lr_cc": lr_cc, "p_cc": float(chi2.sf(lr_cc, 2))}
+    lr_cc = max(-2 * (l_target - l1), 0.0)  # = lr_uc + lr_ind (same n - 1 outcomes)
+    return {"n00": n00, "n01": n01, "n10": n10, "n11": n11, "lr_uc": lr_uc, "p_uc": float(chi2.sf(lr_uc, 1)),
+            "lr_ind": lr_ind, "p_ind": float(chi2.sf(lr_ind, 1)), "lr_cc": lr_cc, "p_cc": float(chi2.sf(lr_cc, 2))}
 
 def traffic_light(exceptions: int, # hits in the sample
                   n: int = 250, # sample size (Basel: 250 days)
@@ -61,6 +64,24 @@ def traffic_light(exceptions: int, # hits in the sample
     from scipy.stats import binom
     cdf = binom.cdf(exceptions, n, 1 - _check_confidence(confidence))
     return "green" if cdf < 0.95 else ("red" if cdf >= 0.9999 else "yellow")
+
+BASEL_PLUS_FACTORS = {5: 0.40, 6: 0.50, 7: 0.65, 8: 0.75, 9: 0.85}  # yellow zone; green (0-4) 0.00, red (10+) 1.00
+
+def basel_plus_factor(exceptions: int, # hits of a 99% one-day VaR in the last 250 days
+                      n: int = 250, # sample size: the table is defined for 250 only
+                      confidence: float = 0.99, # VaR level: the table is defined for 99% only
+                     ) -> float:
+    "Basel plus factor (0.00 green, 0.40-0.85 yellow, 1.00 red) added to the capital multiplier of 3."
+    if isinstance(exceptions, bool) or not isinstance(exceptions, (int, np.integer)) or not 0 <= exceptions <= n:
+        raise InputValidationError("exceptions", exceptions, f"an integer count between 0 and n={n}")
+    if n != 250 or not math.isclose(confidence, 0.99):
+        raise InputValidationError("n/confidence", (n, confidence), "the Basel plus-factor table is defined for 250 days of a 99% VaR")
+    return 0.0 if exceptions <= 4 else BASEL_PLUS_FACTORS.get(int(exceptions), 1.0)
+
+def capital_multiplier(exceptions: int, n: int = 250, confidence: float = 0.99 # as in `basel_plus_factor`
+                      ) -> float:
+    "Basel market-risk capital multiplier: 3 plus the plus factor of the traffic-light zone."
+    return 3.0 + basel_plus_factor(exceptions, n, confidence)
 
 # %% ../../nbs/risk/01_validation.ipynb #4152038b
 @njit(cache=True, parallel=True)
@@ -172,8 +193,10 @@ def var_backtest(returns: pd.Series, # realised simple returns
                  confidence: float = 0.99,
                  zone_window: int = 250, # bars in each traffic-light window
                 ) -> pd.DataFrame:
-    "Per model: hits, Kupiec, Christoffersen, the latest traffic-light zone and the share of 250-bar windows per zone."
+    "Per model: hits, Kupiec, Christoffersen, the latest traffic-light zone with its Basel plus factor and capital multiplier, and the share of 250-bar windows per zone."
     hits = exceptions(returns, forecasts)
+    basel = zone_window == 250 and math.isclose(confidence, 0.99)  # the plus-factor table's own setting
+    plus = lambda x: basel_plus_factor(x) if basel else float("nan")
     rows = {}
     for m in forecasts.columns:
         h = hits[m].dropna().astype(bool)
@@ -187,6 +210,7 @@ def var_backtest(returns: pd.Series, # realised simple returns
                    "rate": float(h.mean()), "kupiec_lr": lr, "kupiec_p": p, "ind_lr": ch["lr_ind"], "ind_p": ch["p_ind"],
                    "cc_lr": ch["lr_cc"], "cc_p": ch["p_cc"],
                    "last_250_exceptions": int(counts.iloc[-1]), "last_250_zone": zones.iloc[-1],
+                   "last_250_plus_factor": plus(int(counts.iloc[-1])), "last_250_multiplier": 3.0 + plus(int(counts.iloc[-1])),
                    "share_green": float(share.get("green", 0.0)), "share_yellow": float(share.get("yellow", 0.0)),
                    "share_red": float(share.get("red", 0.0)), "worst_250_exceptions": int(counts.max())}
     return pd.DataFrame(rows).T
