@@ -95,7 +95,9 @@ def update_order(conn: Connection, # open write transaction
                 ) -> None:
     "Move an order to `status` and append the change to its history; a final status cannot be left."
     status = OrderStatus(status)
-    row = conn.execute(select(orders.c.id, orders.c.status, orders.c.filled_qty, orders.c.qty).where(orders.c.client_order_id == client_order_id)).first()
+    q = select(orders.c.id, orders.c.status, orders.c.filled_qty, orders.c.qty).where(orders.c.client_order_id == client_order_id)
+    # PostgreSQL: lock the row, so a concurrent update cannot slip between this check and the write (SQLite's BEGIN IMMEDIATE already serialises)
+    row = conn.execute(q if is_sqlite(conn) else q.with_for_update()).first()
     if row is None: raise InputValidationError("client_order_id", client_order_id, "no such order")
     if OrderStatus(row.status).is_final: raise InputValidationError("status", status.value, f"order {client_order_id} is already {row.status}")
     filled = row.filled_qty if filled_qty is None else to_decimal(filled_qty, "filled_qty")
