@@ -50,7 +50,7 @@ def to_bar_schema(df: pd.DataFrame, # frame with at least `ts_event`, `symbol`, 
 # %% ../../nbs/data/01_bars.ipynb #d78cae70
 # the forms `trading.core.instruments` builds instruments from, made strict about separators
 SYMBOL_GRAMMAR = {
-    "equity": r"(?=.{1,10}$)[A-Z](?:[.\-]?[A-Z0-9])*",
+    "equity": r"(?=.{1,16}$)[A-Z](?:[.\-]?[A-Z0-9])*",
     "crypto": r"[A-Z0-9]{2,12}/[A-Z0-9]{2,12}",
     "option": r"[A-Z0-9.]{1,6} {0,5}\d{6}[CP]\d{8}",
 }
