@@ -56,7 +56,7 @@ CSV = {
     "overflow_close.csv": HEAD + rows((3, "close", "1e400")),
     "huge_price.csv": HEAD + rows(*[(2, c, "1e300") for c in ("open", "high", "low", "close")]),
     "huge_volume.csv": HEAD + rows((1, "volume", "1e15")),
-    "price_jump.csv": HEAD + rows(*[(i, c, f"{(470 + i + d) * 10}") for i in (3, 4) for c, d in (("open", 0), ("high", 2), ("low", -2), ("close", 1))]),
+    "price_jump.csv": HEAD + rows(*[(i, c, f"{(470 + i + d) * 100}") for i in (3, 4) for c, d in (("open", 0), ("high", 2), ("low", -2), ("close", 1))]),  # cents
     "future_timestamp.csv": HEAD + rows((4, "ts_event", "2099-01-02")),
     "mixed_utc_offsets.csv": HEAD + rows(*[(i, "ts_event", f"{d}T00:00:00{'+05:00' if i == 2 else '-05:00'}") for i, d in enumerate(DAYS)]),
     "unparseable_among_offsets.csv": HEAD + rows(*[(i, "ts_event", "tomorrow" if i == 3 else f"{d}T00:00:00Z") for i, d in enumerate(DAYS)]),

@@ -50,7 +50,7 @@ def to_bar_schema(df: pd.DataFrame, # frame with at least `ts_event`, `symbol`, 
 # %% ../../nbs/data/01_bars.ipynb #d78cae70
 # the forms `trading.core.instruments` builds instruments from, made strict about separators
 SYMBOL_GRAMMAR = {
-    "equity": r"(?=.{1,10}$)[A-Z](?:[.\-]?[A-Z0-9])*",
+    "equity": r"(?=.{1,16}$)[A-Z](?:[.\-]?[A-Z0-9])*",
     "crypto": r"[A-Z0-9]{2,12}/[A-Z0-9]{2,12}",
     "option": r"[A-Z0-9.]{1,6} {0,5}\d{6}[CP]\d{8}",
 }
@@ -199,7 +199,7 @@ def validate_bars(df: pd.DataFrame, # bars in the schema above
                   allow_empty: bool = False, # an empty frame is an error unless allowed
                   source: str | None = None, # provenance, quoted in errors
                   *,
-                  max_jump: float = 4.0, # largest accepted ratio between consecutive closes of a symbol, up or down
+                  max_jump: float = 10.0, # largest accepted ratio between consecutive closes of a symbol, up or down
                   jump_policy: Literal["raise", "flag"] = "raise", # a larger jump: refuse, or keep with a `DataQualityWarning` and a log line
                   bounds: dict[str, tuple[float, float, float]] | None = None, # asset class -> (min price, max price, max volume); overrides `BOUNDS`
                   as_of: pd.Timestamp | None = None, # "now" for the future-timestamp rule; None: the clock

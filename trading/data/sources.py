@@ -39,7 +39,7 @@ class BarSource(ABC):
     def jump_policy(self) -> str:
         "What a one-bar jump beyond `max_jump` does: `raise` (default), or `flag` for sources serving split-unadjusted prices (`adjustment='raw'` or `'dividend'`), where a split is a real, expected jump."
         return "flag" if getattr(self, "adjustment", None) in ("raw", "dividend") else "raise"
-    max_jump: float = 4.0  # largest accepted ratio between consecutive closes (see `validate_bars`)
+    max_jump: float = 10.0  # largest accepted ratio between consecutive closes (see `validate_bars`)
     def checks_calendar(self, timeframe: str) -> bool:
         "Whether bars of `timeframe` are checked against the calendar (False where the calendar does not define them, e.g. extended-hours intraday stock bars)."
         return True
