@@ -180,3 +180,13 @@ def test_intraday_stock_bars_skip_only_the_calendar_check(srv):
         assert bars["ts_event"].tolist() == list(hours)
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("field,value", [("max_retries", -1), ("max_retries", 1e9), ("max_retries", "3"), ("max_retries", True),
+                                         ("max_retries", float("nan")), ("timeout", 0), ("timeout", float("inf")), ("backoff", -1.0),
+                                         ("max_retry_after", float("inf")), ("total_timeout", -5), ("max_pages", 0)])
+def test_bad_resilience_settings_are_refused_at_construction(field, value):
+    "`--max-retries -1` was a NameError and `1e9` a loop without end: now a typed error naming the field, before any request."
+    from trading.core.errors import InputValidationError
+    with pytest.raises(InputValidationError, match=field):
+        AlpacaSource(["AAPL"], settings=settings(), url_override="http://127.0.0.1:9", **{field: value})

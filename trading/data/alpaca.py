@@ -107,7 +107,7 @@ class AlpacaSource(BarSource):
         self.limits = limits or RateLimits("alpaca-data", 180, max_pause=max_retry_after)
         deadline_adapter(timeout)  # validates the timeout now, not at the first request
         self.url_override, self.timeout, self.max_retries, self.backoff, self.max_gap = url_override, float(timeout), self.retry.max_retries, backoff, max_gap
-        self.max_pages = max_pages
+        self.max_pages, self._shortfall = max_pages, []
         self.paper = settings.alpaca_paper
         self._key, self._secret = settings.alpaca_api_key, settings.alpaca_secret_key  # SecretStr: never printed
         self._redact = RedactingFilter(settings.secret_values()).redact
@@ -167,6 +167,13 @@ class AlpacaSource(BarSource):
         except (ValueError, KeyError, TypeError) as e:  # JSON that does not parse, or a body without the expected keys
             raise SourceUnavailableError(self._redact(f"alpaca sent a malformed response at {where}: {type(e).__name__}: {str(e)[:120]}")) from None
 
+    def bars(self, *args, **kw) -> pd.DataFrame:
+        "Validated bars (see `BarSource.bars`); then a pagination that stopped short is a `PaginationError`."
+        self._shortfall = []
+        out = super().bars(*args, **kw)  # bad rows are named by validation first
+        if self._shortfall: raise PaginationError(self._shortfall[0])
+        return out
+
     def _fetch(self, symbols, start, end, timeframe):
         from alpaca.data.requests import CryptoBarsRequest, StockBarsRequest
         tf = alpaca_timeframe(timeframe)
@@ -213,7 +220,8 @@ class AlpacaSource(BarSource):
             if s in last.index and last[s] >= must_reach: continue
             if s not in last.index and last.empty: continue  # nothing at all in the range: an honest empty answer
             got = "no bars" if s not in last.index else f"bars up to {last[s].date()}"
-            raise PaginationError(f"alpaca answered {got} for {s} but sessions run to {sessions[-1].date()}: the pagination stopped short")
+            self._shortfall.append(f"alpaca answered {got} for {s} but sessions run to {sessions[-1].date()}: the pagination stopped short")
+            return  # raised by `bars`, after validation has named any bad row
 
     def _latest(self, kind: str, symbols) -> pd.DataFrame:
         from alpaca.data import requests as rq

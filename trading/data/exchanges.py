@@ -84,7 +84,7 @@ class CcxtSource(BarSource):
         if not (isinstance(headroom, (int, float)) and 0 < headroom <= 1): raise InputValidationError("headroom", headroom, "a fraction in (0, 1]")
         deadline_adapter(timeout)  # validates the timeout now
         self.base_url, self.timeout, self.max_retries, self.backoff, self.max_gap, self.page_limit = base_url, float(timeout), self.retry.max_retries, backoff, max_gap, page_limit
-        self.max_pages, self.headroom, self.limits = max_pages, headroom, None
+        self.max_pages, self.headroom, self.limits, self._shortfall = max_pages, headroom, None, []
         self._key, self._secret = settings.ccxt_api_key, settings.ccxt_secret
         flt = RedactingFilter(settings.secret_values())
         self._redact, self._ex = flt.redact, None
@@ -172,9 +172,9 @@ class CcxtSource(BarSource):
             rows += page
             since = ts_of(page[-1]) + step_ms
         historical = end_ms < int(time.time() * 1000) - max(2 * step_ms, 86_400_000)  # a closed range: up to now, a feed may lag
-        if check_end and historical and rows and ts_of(rows[-1]) < end_ms - (self.max_gap + 1) * step_ms:
-            raise PaginationError(f"{self.exchange_id} pagination of {symbol} stopped at {pd.Timestamp(ts_of(rows[-1]), unit='ms', tz='UTC')}, "
-                                  f"before the requested end {pd.Timestamp(end_ms, unit='ms', tz='UTC')} (a short or repeated page)")
+        if check_end and historical and rows and ts_of(rows[-1]) < end_ms - (self.max_gap + 1) * step_ms:  # raised by `bars`, after validation
+            self._shortfall.append(f"{self.exchange_id} pagination of {symbol} stopped at {pd.Timestamp(ts_of(rows[-1]), unit='ms', tz='UTC')}, "
+                                   f"before the requested end {pd.Timestamp(end_ms, unit='ms', tz='UTC')} (a short or repeated page)")
         return rows
 
     def _check_empty_answer(self, repeated: bool = False # pages came before: rows ccxt dropped as older than `since` are a repeated page
@@ -187,6 +187,13 @@ class CcxtSource(BarSource):
         if text and body is None: raise SourceUnavailableError(f"{self.exchange_id} sent a malformed response (not JSON): {text[:80]!r}")
         if content(body) and repeated: raise PaginationError(f"{self.exchange_id} answered rows older than the page asked for (a repeated page): {str(body)[:80]}")
         if content(body): raise SourceUnavailableError(f"{self.exchange_id} sent a response ccxt could not read as rows: {str(body)[:120]}")
+
+    def bars(self, *args, **kw) -> pd.DataFrame:
+        "Validated bars (see `BarSource.bars`); then a pagination that stopped short of a historical end is a `PaginationError`."
+        self._shortfall = []
+        out = super().bars(*args, **kw)  # bad rows are named by validation first
+        if self._shortfall: raise PaginationError(self._shortfall[0])
+        return out
 
     def _fetch(self, symbols, start, end, timeframe):
         tf, step = ccxt_timeframe(timeframe)
