@@ -171,7 +171,7 @@ def test_ingest_is_idempotent_atomic_and_typed(db, kind, small_snapshot):
     assert (_count(db, "bars"), _count(db, "instruments")) == (n_bars, n_inst)  # nothing of the batch, not even its instrument
     with pytest.raises(StoreIntegrityError) as e:
         with write(db) as c:
-            ingest_bars_conn(c, fresh.assign(symbol="UNREGISTERED"))
+            ingest_bars_conn(c, fresh.assign(symbol="UNREG"))  # a well-formed symbol no instrument row names
     assert e.value.rule == "foreign_key_violation"
     changed = snap.bars("vix")
     changed.loc[3, "close"] += 0.5
