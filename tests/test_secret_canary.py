@@ -105,8 +105,6 @@ def test_trading_db_error_paths(env, tmp_path):
         _run(env, tmp_path, BIN / "trading-db", "--url", url, "upgrade")
 
 
-@pytest.mark.xfail(strict=True, reason="trading.store.engine.normalize_url echoes a URL it cannot parse whole, password included "
-                                       "(store-owned; strict: this flips to a failure once fixed, then drop the mark)")
 def test_trading_db_unparseable_url(env, tmp_path):
     _run({**env, "TRADING_DB_URL": f"not a url {DB_PW}"}, tmp_path, BIN / "trading-db", "current")
 

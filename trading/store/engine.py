@@ -34,7 +34,8 @@ def normalize_url(url: str | None = None, # database URL; None reads Settings().
     "The SQLAlchemy URL to use: PostgreSQL URLs get the psycopg 3 driver; only SQLite and PostgreSQL are accepted."
     url = url or Settings().db_url
     try: u = make_url(url)
-    except Exception: raise InputValidationError("db_url", mask_url_password(url), "not a database URL") from None
+    # an unparseable string is not echoed: nothing says where its password would be
+    except Exception: raise InputValidationError("db_url", "<withheld>", "not a database URL (value not shown: it may hold a password)") from None
     backend = u.get_backend_name()
     if backend in ("postgresql", "postgres"):
         u = u.set(drivername="postgresql+psycopg")
