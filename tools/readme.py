@@ -18,6 +18,14 @@ NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"
 nb.cells = [c for c in nb.cells if not re.search(r"^#\|\s*hide\b", c.source, re.M)]
 for c in nb.cells:
     c.source = re.sub(r"^#\|.*\n?", "", c.source, flags=re.M)
+    # one block per stream: how a kernel chunks prints depends on timing (a cold numba cache splits them)
+    outs = []
+    for o in c.get("outputs", []):
+        if outs and o.get("output_type") == "stream" and outs[-1].get("output_type") == "stream" and outs[-1].name == o.name:
+            outs[-1].text += o.text
+        else:
+            outs.append(o)
+    if "outputs" in c: c.outputs = outs
     for o in c.get("outputs", []):
         o.get("data", {}).pop("text/html", None)  # Markdown readers show the plain-text table
 md, _ = MarkdownExporter().from_notebook_node(nb)
