@@ -38,6 +38,11 @@ def test_stage_notebook_opened_in_its_folder_reads_the_repos_params(small_snapsh
     assert metrics["return_kind"] == "log" and set(metrics["datasets"]) == {"vix"}  # params.yaml's values, not the cell's
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert f"parameters from {repo / 'params.yaml'}" in printed
+    # the oracle: the stage itself (papermill from the root, injected parameters) computes the same numbers
+    interactive = (repo / "reports" / "prepare" / "metrics.json").read_text()
+    res = run("trading-stage", "prepare", cwd=repo)
+    assert "report at" in res.stdout and (repo / "reports" / "prepare" / "metrics.json").read_text() == interactive
+    pd.testing.assert_frame_equal(pd.read_parquet(repo / "artifacts" / "prepare" / "returns_vix.parquet"), panel)
 
 
 def test_partial_params_fail_up_front_naming_the_missing_keys(small_snapshot, tmp_path):
