@@ -25,8 +25,13 @@ def stage_params(stage: str, # section of the params file
                 ) -> dict:
     "The parameters of one stage from `params_file`."
     import yaml
-    params = yaml.safe_load(Path(params_file).read_text()) or {}
-    if stage not in params: raise InputValidationError("stage", stage, f"{params_file} has sections {sorted(params)}")
+    try: params = yaml.safe_load(Path(params_file).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as e: raise InputValidationError("params", str(params_file), f"cannot be read ({type(e).__name__}: {getattr(e, 'strerror', None) or e})") from None
+    except yaml.YAMLError as e:
+        where = f" at line {e.problem_mark.line + 1}" if getattr(e, "problem_mark", None) else ""
+        raise InputValidationError("params", str(params_file), f"is not valid YAML{where}") from None
+    if not isinstance(params, dict): raise InputValidationError("params", str(params_file), f"holds a {type(params).__name__}, not sections by stage name")
+    if stage not in params: raise InputValidationError("stage", stage, f"{params_file} has sections {sorted(map(str, params))}")
     return params[stage] or {}
 
 def _reproducible(nb):
