@@ -15,7 +15,7 @@ export TRADING_TEST_PG_URL ?= postgresql+psycopg://trading:trading@127.0.0.1:543
 WHEELS := $(wildcard /opt/wheels)
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS)) -c requirements.lock
 
-.PHONY: run install services snapshot test nbtest pytest bench soak readme lock clean
+.PHONY: run install services snapshot lab test nbtest pytest bench soak readme lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,13 @@ run: install snapshot
 	@echo
 	@echo "Reports (HTML + metrics JSON):"
 	@find reports -name '*.html' -o -name 'metrics.json' | sort | sed 's/^/  /'
+
+# JupyterLab over the whole repository, on loopback only and with a token (jupyter-server generates one per start and
+# prints the URL with it; JUPYTER_TOKEN=... sets your own, which is then not printed); no browser is opened,
+# so it works on a remote machine too (ssh -L 8888:127.0.0.1:8888 ...). LAB_PORT=... picks another port.
+LAB_PORT ?= 8888
+lab: install
+	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser --notebook-dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Debian packages and servers the integration tests use (Chromium now; PostgreSQL when storage lands).
 services:

@@ -25,7 +25,8 @@ COSTS = {"fee_per_contract": 0.65, "half_spread": 0.01, "half_spread_min": 0.05}
 def test_options_stage_reports_the_buy_write_it_ran(small_snapshot, tmp_path):
     (tmp_path / "nbs" / "pipeline").mkdir(parents=True)
     shutil.copy(ROOT / "nbs" / "pipeline" / "options.ipynb", tmp_path / "nbs" / "pipeline")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"options": {**SMOKE, "data_dir": str(small_snapshot)}}))
+    smoke = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["options"]  # every key: trading-stage refuses partial sections
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"options": {**smoke, **SMOKE, "data_dir": str(small_snapshot)}}))
     out = run("trading-stage", "options", cwd=tmp_path, timeout=600)
     assert "report at" in out.stdout
     metrics = json.loads((tmp_path / "reports" / "options" / "metrics.json").read_text())

@@ -16,7 +16,8 @@ BASEL = {**{x: "green" for x in range(5)}, **{x: "yellow" for x in range(5, 10)}
 def test_risk_stage_baselines_alone(tmp_path):
     (tmp_path / "nbs" / "pipeline").mkdir(parents=True)
     shutil.copy(ROOT / "nbs" / "pipeline" / "risk.ipynb", tmp_path / "nbs" / "pipeline")
-    params = {"risk": {"data_dir": str(ROOT / "data"), "backtest_equity": "no/such/equity.csv", "start": "2012-01-01",
+    smoke = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["risk"]  # every key: trading-stage refuses partial sections
+    params = {"risk": {**smoke, "data_dir": str(ROOT / "data"), "backtest_equity": "no/such/equity.csv", "start": "2012-01-01",
                        "refit_every": 252, "garch_window": 500, "mc_scenarios": 20_000,
                        "portfolio_start": "2007-01-01", "portfolio_end": "2009-12-31"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -7,6 +7,7 @@ Docs: https://trading-dev.github.io/trading/pipeline.html.md"""
 # %% ../nbs/90_pipeline.ipynb #dfa77552
 from __future__ import annotations
 import argparse
+import os
 import re
 import sys
 import tempfile
@@ -15,7 +16,8 @@ from .core.cliargs import OneLineParser, name_arg
 from .core.errors import InputValidationError, TradingError
 
 # %% auto #0
-__all__ = ['STAGE_NAME', 'stage_params', 'render_html', 'known_stages', 'run_stage', 'main']
+__all__ = ['ROOT_MARKER', 'STAGE_NAME', 'stage_params', 'render_html', 'stage_parameter_names', 'check_stage_params', 'find_root',
+           'stage_context', 'quiet_kernel_manager', 'known_stages', 'run_stage', 'main']
 
 # %% ../nbs/90_pipeline.ipynb #2ef798d8
 def stage_params(stage: str, # section of the params file
@@ -23,8 +25,13 @@ def stage_params(stage: str, # section of the params file
                 ) -> dict:
     "The parameters of one stage from `params_file`."
     import yaml
-    params = yaml.safe_load(Path(params_file).read_text()) or {}
-    if stage not in params: raise InputValidationError("stage", stage, f"{params_file} has sections {sorted(params)}")
+    try: params = yaml.safe_load(Path(params_file).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as e: raise InputValidationError("params", str(params_file), f"cannot be read ({type(e).__name__}: {getattr(e, 'strerror', None) or e})") from None
+    except yaml.YAMLError as e:
+        where = f" at line {e.problem_mark.line + 1}" if getattr(e, "problem_mark", None) else ""
+        raise InputValidationError("params", str(params_file), f"is not valid YAML{where}") from None
+    if not isinstance(params, dict): raise InputValidationError("params", str(params_file), f"holds a {type(params).__name__}, not sections by stage name")
+    if stage not in params: raise InputValidationError("stage", stage, f"{params_file} has sections {sorted(map(str, params))}")
     return params[stage] or {}
 
 def _reproducible(nb):
@@ -51,6 +58,72 @@ def render_html(nb, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
 
+# %% ../nbs/90_pipeline.ipynb #d16144fc
+def stage_parameter_names(notebook: str | Path, # a stage notebook with a `parameters` cell
+                         ) -> list[str]:
+    "The names the notebook's `parameters` cell defines, in order (what papermill can inject)."
+    import nbformat
+    from papermill.translators import PythonTranslator
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
+    return [p.name for p in PythonTranslator.inspect(cell)] if cell is not None else []  # papermill's own reading of the cell
+
+def check_stage_params(stage: str, # stage name
+                       params: dict, # its section of the params file
+                       names: list[str], # the notebook's parameter names
+                       params_file: str | Path = "params.yaml", # where the section came from (for the message)
+                      ) -> dict:
+    "`params` unchanged if it gives every parameter in `names`; else one `InputValidationError` naming the missing keys."
+    if not isinstance(params, dict):
+        raise InputValidationError("params", stage, f"section '{stage}' of {params_file} is a {type(params).__name__}, not a mapping of parameter names")
+    if missing := [n for n in names if n not in params]:
+        raise InputValidationError("params", stage, f"section '{stage}' of {params_file} lacks {len(missing)} of the notebook's parameters: {', '.join(missing)}")
+    return params
+
+# %% ../nbs/90_pipeline.ipynb #4c420991
+ROOT_MARKER = "dvc.yaml"  # the file that marks the repository root
+
+def find_root(start: str | Path | None = None, # where to start looking (default: the working directory)
+             ) -> Path:
+    "The nearest folder at or above `start` holding `dvc.yaml`."
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / ROOT_MARKER).is_file(): return folder
+    raise InputValidationError("cwd", str(here), f"no {ROOT_MARKER} here or in any folder above: open the notebook inside the repository")
+
+def _papermill_injected(namespace: dict) -> bool:
+    "Whether papermill injected parameters into this kernel (its injected cell starts with `# Parameters`)."
+    return any(isinstance(src, str) and src.startswith("# Parameters\n") for src in namespace.get("In", []))
+
+def stage_context(stage: str, # stage name: notebook nbs/pipeline/<stage>.ipynb, params section <stage>
+                  namespace: dict, # the notebook's globals(): parameters are read from and written to it
+                  params_file: str | Path = "params.yaml", # DVC params file, relative to the root
+                 ) -> Path:
+    "Make a stage notebook run as its stage does: cd to the repo root and, unless papermill injected them, load `params_file`'s section; returns the root."
+    injected = _papermill_injected(namespace)
+    try: root = find_root()
+    except InputValidationError:
+        if not injected: raise
+        root = Path.cwd().resolve()  # papermill chose the folder (trading-stage runs from the root, tests from a temp repo)
+    os.chdir(root)
+    if injected: return root
+    notebook = root / "nbs" / "pipeline" / f"{stage}.ipynb"
+    params = check_stage_params(stage, stage_params(stage, root / params_file), stage_parameter_names(notebook), params_file)
+    namespace.update(params)
+    print(f"{stage}: parameters from {root / params_file} (section '{stage}'); working directory {root}")
+    return root
+
+# %% ../nbs/90_pipeline.ipynb #c9029a7f
+def quiet_kernel_manager(ipc_dir: str | Path, # a private folder for the kernel's IPC sockets
+                        ):
+    "A jupyter_client kernel manager class whose kernel uses IPC sockets in `ipc_dir` and gets no SIGINT on shutdown."
+    from jupyter_client.manager import AsyncKernelManager
+    class QuietKernelManager(AsyncKernelManager):
+        def __init__(self, **kw): super().__init__(transport="ipc", ip=str(Path(ipc_dir) / "kernel"), **kw)
+        async def _async_interrupt_kernel(self):
+            if not self.shutting_down: await super()._async_interrupt_kernel()  # a real interrupt still works
+    return QuietKernelManager
+
 # %% ../nbs/90_pipeline.ipynb #cf2869d6
 STAGE_NAME = r"[a-z][a-z0-9_]{0,63}"  # a stage is a notebook name in nbs/pipeline: never a path
 
@@ -65,6 +138,7 @@ def run_stage(stage: str, # stage name: notebook nbs/pipeline/<stage>.ipynb, par
               root: str | Path = ".", # repository root (the notebook runs there)
               reports_dir: str | Path = "reports", # HTML goes to reports_dir/<stage>/<stage>.html
               out_dir: str | Path | None = None, # or exactly here (relative to root)
+              progress: bool = True, # papermill's per-cell progress bar on stderr
              ) -> Path:
     "Execute a stage notebook with papermill and render its report; returns the HTML path."
     import nbformat, papermill as pm
@@ -73,13 +147,13 @@ def run_stage(stage: str, # stage name: notebook nbs/pipeline/<stage>.ipynb, par
         raise InputValidationError("stage", stage, f"a stage is a name like 'prepare' ({STAGE_NAME}), not a path")
     if stage not in (stages := known_stages(root)): raise InputValidationError("stage", stage, f"known stages are {stages} (notebooks in nbs/pipeline)")
     nb_in = root / "nbs" / "pipeline" / f"{stage}.ipynb"
-    params = stage_params(stage, root / params_file)
+    params = check_stage_params(stage, stage_params(stage, root / params_file), stage_parameter_names(nb_in), params_file)
     out_dir = root / (out_dir if out_dir is not None else Path(reports_dir) / stage)
     with tempfile.TemporaryDirectory() as tmp:
         executed = Path(tmp) / f"{stage}.ipynb"
         try:
             pm.execute_notebook(str(nb_in), str(executed), parameters=params, cwd=str(root), kernel_name="python3",
-                                progress_bar=False, report_mode=False)
+                                progress_bar=progress, report_mode=False, kernel_manager_class=quiet_kernel_manager(tmp))
         except pm.PapermillExecutionError:
             if executed.exists(): render_html(_reproducible(nbformat.read(executed, as_version=4)), out_dir / f"{stage}.failed.html")
             raise
@@ -88,14 +162,34 @@ def run_stage(stage: str, # stage name: notebook nbs/pipeline/<stage>.ipynb, par
     (out_dir / f"{stage}.failed.html").unlink(missing_ok=True)
     return html
 
+def _stage_list(root: Path) -> str:
+    "One line per stage: name and the title of its notebook."
+    import json
+    lines = []
+    for name in known_stages(root):
+        try: cells = json.loads((root / "nbs" / "pipeline" / f"{name}.ipynb").read_text())["cells"]
+        except (OSError, ValueError, KeyError): cells = []
+        title = next((l[2:].strip() for c in cells if c.get("cell_type") == "markdown"
+                      for l in "".join(c.get("source", "")).splitlines() if l.startswith("# ")), "")
+        lines.append(f"  {name:<14} {title}".rstrip())
+    return "\n".join(lines) if lines else f"  (none: no notebooks in {root / 'nbs' / 'pipeline'})"
+
 def main(argv: list[str] | None = None) -> int:
     "trading-stage: run one pipeline stage notebook (what `dvc.yaml` calls)."
-    p = OneLineParser(prog="trading-stage", description="Run a papermill stage notebook and render its report.")
-    p.add_argument("stage", type=name_arg(STAGE_NAME, "stage name"), help="a notebook name in nbs/pipeline, e.g. prepare")
-    p.add_argument("--params", default="params.yaml")
+    root = Path.cwd()
+    p = OneLineParser(prog="trading-stage", description="Run a papermill stage notebook and render its report.",
+                      epilog=f"stages (notebooks in nbs/pipeline):\n{_stage_list(root)}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", nargs="?", type=name_arg(STAGE_NAME, "stage name"), help="a notebook name in nbs/pipeline, e.g. prepare (see --list)")
+    p.add_argument("--list", action="store_true", help="list the stages and exit")
+    p.add_argument("--params", default="params.yaml", help="params file whose STAGE section is injected (default params.yaml)")
     p.add_argument("--out", default=None, help="directory of the HTML report (default reports/STAGE)")
+    p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar on stderr")
     a = p.parse_args(argv)
-    try: print(f"{a.stage}: report at {run_stage(a.stage, a.params, out_dir=a.out)}")
+    if a.list:
+        print(_stage_list(root))
+        return 0
+    if a.stage is None: p.error("a stage name is required: trading-stage --list shows them")
+    try: print(f"{a.stage}: report at {run_stage(a.stage, a.params, out_dir=a.out, progress=not a.no_progress)}")
     except TradingError as e:
         print(f"trading-stage: error: {e}", file=sys.stderr)
         return 2
