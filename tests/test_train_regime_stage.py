@@ -17,7 +17,10 @@ def test_train_regime_claims_have_panels_and_fair_benchmarks(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train_regime": params}))
     out = run("trading-stage", "train_regime", cwd=tmp_path, timeout=600)
     assert "report at" in out.stdout
-    m = json.loads((tmp_path / "reports" / "train_regime" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "reports" / "train_regime" / "details.json").read_text())  # the full record
+    head = json.loads((tmp_path / "reports" / "train_regime" / "metrics.json").read_text())  # the headline `dvc metrics show` lists
+    assert head["claims"] == {k: {"verdict": c["verdict"], "headline": c["headline"]} for k, c in m["claims"].items()}
+    assert head["index"]["buy and hold"] == {"cagr": m["measured"]["buy_hold_cagr"], "max_drawdown": m["measured"]["buy_hold_max_drawdown"]}
     # the equal-weight benchmark is rebalanced: no stock drifts far above 1/20 (the never-rebalanced one is kept as a check)
     meas = m["measured"]
     assert meas["equal_weight_monthly_largest_weight"] < 0.12 < meas["equal_weight_never_rebalanced_largest_weight"]
