@@ -29,9 +29,9 @@ def test_options_stage_reports_the_buy_write_it_ran(small_snapshot, tmp_path):
     out = run("trading-stage", "options", cwd=tmp_path, timeout=600)
     assert "report at" in out.stdout
     metrics = json.loads((tmp_path / "reports" / "options" / "details.json").read_text())  # the full record
-    head = json.loads((tmp_path / "reports" / "options" / "metrics.json").read_text())  # the headline `dvc metrics show` lists
-    assert set(head) == {"strategies", "claims"} and set(head["strategies"]) == {"buy-write ATM", "protective put 95%", "underlying index"}
-    assert head["strategies"]["buy-write ATM"] == {"cagr": metrics["strategies"]["buy-write ATM"]["cagr"], "sharpe": metrics["strategies"]["buy-write ATM"]["sharpe_ratio"],
+    headline = json.loads((tmp_path / "reports" / "options" / "metrics.json").read_text())  # the headline `dvc metrics show` lists
+    assert set(headline) == {"strategies", "claims"} and set(headline["strategies"]) == {"buy-write ATM", "protective put 95%", "underlying index"}
+    assert headline["strategies"]["buy-write ATM"] == {"cagr": metrics["strategies"]["buy-write ATM"]["cagr"], "sharpe": metrics["strategies"]["buy-write ATM"]["sharpe_ratio"],
                                                   "max_drawdown": metrics["strategies"]["buy-write ATM"]["max_drawdown"],
                                                   "volatility": metrics["strategies"]["buy-write ATM"]["annualized_volatility"]}
     assert len(list((tmp_path / "reports" / "options" / "metrics").glob("*.json"))) == 5  # 3 strategies + 2 claims, a DVC row each
@@ -65,7 +65,7 @@ def test_options_stage_reports_the_buy_write_it_ran(small_snapshot, tmp_path):
     claim_text = json.dumps(metrics)
     assert "claim_met" not in claim_text and "claim_robust" not in claim_text and "relative_uplift" not in claim_text
     panel = pd.read_csv(tmp_path / "reports" / "options" / "robustness.csv")
-    assert set(metrics["claims"]) == {"buy_write_beats_index", "buy_write_uplift"} == set(panel["claim"]) == set(head["claims"])
+    assert set(metrics["claims"]) == {"buy_write_beats_index", "buy_write_uplift"} == set(panel["claim"]) == set(headline["claims"])
     for name, summary in metrics["claims"].items():
         rows = panel[panel["claim"] == name]
         head, checks = rows[rows["kind"] == "headline"].iloc[0], rows[rows["kind"] != "headline"]
@@ -73,7 +73,7 @@ def test_options_stage_reports_the_buy_write_it_ran(small_snapshot, tmp_path):
         holds = [None if pd.isna(h) else bool(h) for h in checks["holds"]]
         assert summary["verdict"] in VERDICTS and summary["verdict"] == verdict(bool(head["holds"]), holds, 0.5, list(checks["kind"]))
         assert summary["checks_held"] == sum(h is True for h in holds)
-        assert head["claims"][name]["verdict"] == summary["verdict"] and np.isclose(head["claims"][name]["headline"], summary["headline"], rtol=1e-7)
+        assert headline["claims"][name]["verdict"] == summary["verdict"] and np.isclose(headline["claims"][name]["headline"], summary["headline"], rtol=1e-7)
     checks = set(panel["check"])
     assert {"costs x2", "iv_premium=0", "iv_premium=0.03", "iv_scale=0.9", "rate_shift=-0.01", "rate_shift=0.01"} <= checks
     assert {"sub-period", "start date", "costs", "execution", "model input", "benchmark"} <= set(panel["kind"]) and "vs delta-matched" in checks

@@ -27,9 +27,9 @@ def test_prepare_stage_writes_validated_panels_and_report(small_snapshot, tmp_pa
         assert str(panel.index.tz) == "UTC"
     report = tmp_path / "reports" / "prepare"
     metrics = json.loads((report / "details.json").read_text())  # the full record; metrics.json keeps the headline
-    head = json.loads((report / "metrics.json").read_text())
-    assert head == {"datasets": {k: {"bars": v["bars"], "symbols": v["symbols"], "volatility": v["median_ann_vol"]} for k, v in metrics["datasets"].items()}}
-    assert {p.stem: json.loads(p.read_text()) for p in (report / "metrics").glob("*.json")} == head["datasets"]  # a DVC row each
+    headline = json.loads((report / "metrics.json").read_text())
+    assert headline == {"datasets": {k: {"bars": v["bars"], "symbols": v["symbols"], "volatility": v["median_ann_vol"]} for k, v in metrics["datasets"].items()}}
+    assert {p.stem: json.loads(p.read_text()) for p in (report / "metrics").glob("*.json")} == headline["datasets"]  # a DVC row each
     assert metrics["datasets"]["sp500"]["bars"] == 5031
     assert metrics["datasets"]["sp500"]["first"] == "1999-01-04"
     html = (tmp_path / "reports" / "prepare" / "prepare.html").read_text()
