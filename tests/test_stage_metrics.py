@@ -30,6 +30,8 @@ def test_the_equity_plot_draws_every_backtest_run_on_a_date_axis():
     (spec,) = plot.values()
     assert spec["y"] == {"reports/backtests/equity.csv": [r["name"] for r in PARAMS["backtest"]["runs"]]}  # all nine, in order
     assert spec["x"] == "date"
+    assert not any("plots" in st for st in DVC["stages"].values())  # a stage-level plot of equity.csv would draw its last column only
+    assert _entries("backtest", "outs")["reports/backtests/equity.csv"] == {"cache": False}
     template = json.loads((ROOT / ".dvc" / "plots" / f"{spec['template']}.json").read_text())
     assert template["encoding"]["x"]["type"] == "temporal"  # a quantitative axis cannot place "2001-01-02"
 
