@@ -75,6 +75,7 @@ soak: install
 	$(PY) tests/soak_store.py --writers 4 --trials 50 --backups 5 --ballast-mib 150 --kills 40
 	$(PY) tests/fuzz_input.py --cases 5000
 	$(PY) tests/net_soak.py --full  # network layer: 1,000 orders vs the fake's (6x compressed) 200/min limit, 30 s drops x 10 min (20x compressed), faults
+	$(PY) tests/soak_lock_bytes.py params.yaml  # the regime artifact: same bytes under 1 and 2 BLAS threads (dvc.lock stays put)
 
 readme: install
 	$(PY) tools/readme.py

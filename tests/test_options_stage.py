@@ -29,7 +29,13 @@ def test_options_stage_reports_the_buy_write_it_ran(small_snapshot, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"options": {**smoke, **SMOKE, "data_dir": str(small_snapshot)}}))
     out = run("trading-stage", "options", cwd=tmp_path, timeout=600)
     assert "report at" in out.stdout
-    metrics = json.loads((tmp_path / "reports" / "options" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "reports" / "options" / "details.json").read_text())  # the full record
+    headline = json.loads((tmp_path / "reports" / "options" / "metrics.json").read_text())  # the headline `dvc metrics show` lists
+    assert set(headline) == {"strategies", "claims"} and set(headline["strategies"]) == {"buy-write ATM", "protective put 95%", "underlying index"}
+    assert headline["strategies"]["buy-write ATM"] == {"cagr": metrics["strategies"]["buy-write ATM"]["cagr"], "sharpe": metrics["strategies"]["buy-write ATM"]["sharpe_ratio"],
+                                                  "max_drawdown": metrics["strategies"]["buy-write ATM"]["max_drawdown"],
+                                                  "volatility": metrics["strategies"]["buy-write ATM"]["annualized_volatility"]}
+    assert len(list((tmp_path / "reports" / "options" / "metrics").glob("*.json"))) == 5  # 3 strategies + 2 claims, a DVC row each
     html = (tmp_path / "reports" / "options" / "options.html").read_text()
     assert metrics["note"] == MODEL_NOTE and "modelled, not traded" in html and "data:image/png;base64" in html and "load_snapshot(" not in html
     assert "calibrated on 2014–2018" in html and "next_close" in html
@@ -60,7 +66,7 @@ def test_options_stage_reports_the_buy_write_it_ran(small_snapshot, tmp_path):
     claim_text = json.dumps(metrics)
     assert "claim_met" not in claim_text and "claim_robust" not in claim_text and "relative_uplift" not in claim_text
     panel = pd.read_csv(tmp_path / "reports" / "options" / "robustness.csv")
-    assert set(metrics["claims"]) == {"buy_write_beats_index", "buy_write_uplift"} == set(panel["claim"])
+    assert set(metrics["claims"]) == {"buy_write_beats_index", "buy_write_uplift"} == set(panel["claim"]) == set(headline["claims"])
     for name, summary in metrics["claims"].items():
         rows = panel[panel["claim"] == name]
         head, checks = rows[rows["kind"] == "headline"].iloc[0], rows[rows["kind"] != "headline"]
@@ -68,6 +74,7 @@ def test_options_stage_reports_the_buy_write_it_ran(small_snapshot, tmp_path):
         holds = [None if pd.isna(h) else bool(h) for h in checks["holds"]]
         assert summary["verdict"] in VERDICTS and summary["verdict"] == verdict(bool(head["holds"]), holds, 0.5, list(checks["kind"]))
         assert summary["checks_held"] == sum(h is True for h in holds)
+        assert headline["claims"][name]["verdict"] == summary["verdict"] and np.isclose(headline["claims"][name]["headline"], summary["headline"], rtol=1e-7)
     checks = set(panel["check"])
     assert {"costs x2", "iv_premium=0", "iv_premium=0.03", "iv_scale=0.9", "rate_shift=-0.01", "rate_shift=0.01"} <= checks
     assert {"sub-period", "start date", "costs", "execution", "model input", "benchmark"} <= set(panel["kind"]) and "vs delta-matched" in checks

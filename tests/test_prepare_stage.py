@@ -25,7 +25,11 @@ def test_prepare_stage_writes_validated_panels_and_report(small_snapshot, tmp_pa
         closes = snap.bars(name).set_index("ts_event")["close"]
         np.testing.assert_allclose(panel[sym].to_numpy()[1:], (closes / closes.shift(1) - 1).to_numpy()[1:], rtol=1e-12)
         assert str(panel.index.tz) == "UTC"
-    metrics = json.loads((tmp_path / "reports" / "prepare" / "metrics.json").read_text())
+    report = tmp_path / "reports" / "prepare"
+    metrics = json.loads((report / "details.json").read_text())  # the full record; metrics.json keeps the headline
+    headline = json.loads((report / "metrics.json").read_text())
+    assert headline == {"datasets": {k: {"bars": v["bars"], "symbols": v["symbols"], "volatility": v["median_ann_vol"]} for k, v in metrics["datasets"].items()}}
+    assert {p.stem: json.loads(p.read_text()) for p in (report / "metrics").glob("*.json")} == headline["datasets"]  # a DVC row each
     assert metrics["datasets"]["sp500"]["bars"] == 5031
     assert metrics["datasets"]["sp500"]["first"] == "1999-01-04"
     html = (tmp_path / "reports" / "prepare" / "prepare.html").read_text()

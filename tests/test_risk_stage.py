@@ -23,7 +23,10 @@ def test_risk_stage_baselines_alone(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = run("trading-stage", "risk", cwd=tmp_path, timeout=600)
     assert "report at" in out.stdout
-    m = json.loads((tmp_path / "reports" / "risk" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "reports" / "risk" / "details.json").read_text())  # the full record
+    headline = json.loads((tmp_path / "reports" / "risk" / "metrics.json").read_text())  # the headline `dvc metrics show` lists
+    assert headline["claims"] == {k: {"verdict": c["verdict"], "headline": c["headline"]} for k, c in m["claims"].items()}
+    assert headline["limits"] == {f"limited {k}": {"max_drawdown": v["max_drawdown_limited"]} for k, v in m["limits"].items()}
     assert not any(k.startswith("backtest:") for k in m["var_backtest"])  # works on its own
     assert set(m["var_backtest"]) == {"buy_and_hold_spx", "sma_50_200_spx", "buy_and_hold_sp20", "sma_50_200_sp20"}
 
@@ -52,7 +55,7 @@ def test_risk_stage_baselines_alone(tmp_path):
     # metrics.json is the one the shared rule computes from that panel (never written by hand)
     from trading.analytics.robustness import verdict
     panel = pd.read_csv(tmp_path / "reports" / "risk" / "robustness.csv")
-    assert set(panel["claim"]) == set(m["claims"]) and len(m["claims"]) == 6
+    assert set(panel["claim"]) == set(m["claims"]) == set(headline["claims"]) and len(m["claims"]) == 6
     assert {k.rsplit("_vs_", 1)[1] for k in m["claims"]} == {"raw", "exposure_matched"}
     for name, c in m["claims"].items():
         rows = panel[panel["claim"] == name]
