@@ -34,14 +34,14 @@ def test_stage_notebook_opened_in_its_folder_reads_the_repos_params(small_snapsh
     assert not (repo / "nbs" / "pipeline" / "artifacts").exists() and not (repo / "nbs" / "pipeline" / "reports").exists()
     panel = pd.read_parquet(repo / "artifacts" / "prepare" / "returns_vix.parquet")  # out_dir resolved against the root
     assert list(panel.columns) == ["ts_event", "VIX"]
-    metrics = json.loads((repo / "reports" / "prepare" / "metrics.json").read_text())
-    assert metrics["return_kind"] == "log" and set(metrics["datasets"]) == {"vix"}  # params.yaml's values, not the cell's
+    details = json.loads((repo / "reports" / "prepare" / "details.json").read_text())
+    assert details["return_kind"] == "log" and set(details["datasets"]) == {"vix"}  # params.yaml's values, not the cell's
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert f"parameters from {repo / 'params.yaml'}" in printed
     # the oracle: the stage itself (papermill from the root, injected parameters) computes the same numbers
-    interactive = (repo / "reports" / "prepare" / "metrics.json").read_text()
+    interactive = [(repo / "reports" / "prepare" / f).read_text() for f in ("metrics.json", "details.json")]
     res = run("trading-stage", "prepare", cwd=repo)
-    assert "report at" in res.stdout and (repo / "reports" / "prepare" / "metrics.json").read_text() == interactive
+    assert "report at" in res.stdout and [(repo / "reports" / "prepare" / f).read_text() for f in ("metrics.json", "details.json")] == interactive
     pd.testing.assert_frame_equal(pd.read_parquet(repo / "artifacts" / "prepare" / "returns_vix.parquet"), panel)
 
 
