@@ -150,7 +150,7 @@ def test_vectorized_next_open_fills_at_the_next_open(one_asset):
     held = target["X"].shift(1).fillna(0.0)
     prev_held = held.shift(1).fillna(0.0)
     c, o = data.close["X"], data.open["X"]
-    expected = np.where(held > 0, np.where(prev_held > 0, c / o * o / c.shift(1), c / o), np.where(prev_held > 0, o / c.shift(1), 1.0)) - 1
+    expected = np.where(held > 0, np.where(prev_held > 0, c / c.shift(1), c / o), np.where(prev_held > 0, o / c.shift(1), 1.0)) - 1
     np.testing.assert_allclose(res.returns.iloc[:, 0].to_numpy(), np.nan_to_num(expected), atol=1e-12)
 
 

@@ -41,12 +41,12 @@ class Experiment:
     schedule: Schedule = "on_change"
     fee_rate: float = 0.0
     init_cash: float = 1.0
-    _targets: dict = field(default_factory=dict, repr=False)
+    targets: dict = field(default_factory=dict, repr=False)  # cache: universe left out (None = none) -> targets
 
     def target(self, drop: str | None = None) -> pd.DataFrame:
         "Targets on the full history (cached per universe)."
-        if drop not in self._targets: self._targets[drop] = self.decide(_drop(self.data, drop))
-        return self._targets[drop]
+        if drop not in self.targets: self.targets[drop] = self.decide(_drop(self.data, drop))
+        return self.targets[drop]
 
     def returns(self, start=None, end=None, cost_scale: float = 1.0, execution: str = "next_close", delay: int = 0,
                 drop: str | None = None) -> pd.Series:

@@ -141,11 +141,12 @@ def replay_lookahead(strategy, # a Strategy, or any object with `target_weights(
                      max_checks: int | None = None, # thin the replay to this many bars, evenly spaced (first and last kept); None = all
                      rtol: float = 1e-9, # relative tolerance for float decisions (identical arithmetic gives identical numbers)
                      atol: float = 1e-12,
+                     full: pd.DataFrame | None = None, # its decisions on all of `data`, when the caller already has them
                     ) -> ReplayReport:
     "Raise `LookAheadError` unless every decision at bar t is reproduced from data truncated at t; deterministic."
     decide = _decisions_of(strategy)
     name = getattr(strategy, "name", type(strategy).__name__)
-    full = decide(data)
+    full = decide(data) if full is None else full
     long = isinstance(full, pd.DataFrame) and "ts_event" in full.columns
     if not long and not (isinstance(full, pd.DataFrame) and full.index.equals(data.index)):
         raise InputValidationError("decisions", type(full).__name__, "must be indexed like data.close, or an order frame with a ts_event column")
