@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
-EXTRAS := pipeline,dashboards,ml,online,store,dev
+EXTRAS := pipeline,dashboards,ml,online,store,monitor,scale,dev
 export PATH := $(BIN):$(PATH)
 # PostgreSQL for the storage tests (tools/services.sh creates this role and database on loopback)
 export TRADING_TEST_PG_URL ?= postgresql+psycopg://trading:trading@127.0.0.1:5432/trading_test

@@ -3,6 +3,9 @@
 set -euo pipefail
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# Prometheus, promtool and Alertmanager for the monitoring tests: run by the tests on 127.0.0.1, never as system services
+[ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || need+=(prometheus)
+[ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
 if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || { echo "services.sh: need root to apt-get install ${need[*]}" >&2; exit 1; }
   apt-get update -qq
