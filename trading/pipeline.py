@@ -12,7 +12,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from .core.cliargs import OneLineParser, name_arg
+from .core.cliargs import OneLineParser, name_arg, run_cli
 from .core.errors import InputValidationError, TradingError
 
 # %% auto #0
@@ -89,7 +89,7 @@ def find_root(start: str | Path | None = None, # where to start looking (default
     here = Path(start if start is not None else Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / ROOT_MARKER).is_file(): return folder
-    raise InputValidationError("cwd", str(here), f"no {ROOT_MARKER} here or in any folder above: open the notebook inside the repository")
+    raise InputValidationError("cwd", str(here), f"no {ROOT_MARKER} here or in any folder above: run trading-stage, or open the notebook, inside the repository")
 
 def _papermill_injected(namespace: dict) -> bool:
     "Whether papermill injected parameters into this kernel (its injected cell starts with `# Parameters`)."
@@ -176,24 +176,24 @@ def _stage_list(root: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     "trading-stage: run one pipeline stage notebook (what `dvc.yaml` calls)."
-    root = Path.cwd()
+    try: root = find_root()  # from any folder of the repository, like dvc itself
+    except InputValidationError as e: root, no_root = None, str(e)
     p = OneLineParser(prog="trading-stage", description="Run a papermill stage notebook and render its report.",
-                      epilog=f"stages (notebooks in nbs/pipeline):\n{_stage_list(root)}", formatter_class=argparse.RawDescriptionHelpFormatter)
+                      epilog=f"stages (notebooks in nbs/pipeline):\n{_stage_list(root)}" if root else None,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", nargs="?", type=name_arg(STAGE_NAME, "stage name"), help="a notebook name in nbs/pipeline, e.g. prepare (see --list)")
     p.add_argument("--list", action="store_true", help="list the stages and exit")
     p.add_argument("--params", default="params.yaml", help="params file whose STAGE section is injected (default params.yaml)")
     p.add_argument("--out", default=None, help="directory of the HTML report (default reports/STAGE)")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar on stderr")
     a = p.parse_args(argv)
+    if root is None: p.exit(2, f"trading-stage: error: {no_root}\n")
     if a.list:
         print(_stage_list(root))
         return 0
     if a.stage is None: p.error("a stage name is required: trading-stage --list shows them")
-    try: print(f"{a.stage}: report at {run_stage(a.stage, a.params, out_dir=a.out, progress=not a.no_progress)}")
-    except TradingError as e:
-        print(f"trading-stage: error: {e}", file=sys.stderr)
-        return 2
+    report = lambda: print(f"{a.stage}: report at {run_stage(a.stage, a.params, root=root, out_dir=a.out, progress=not a.no_progress)}")
+    try: return run_cli("trading-stage", report)  # our refusals, unusable files and missing extras: one line, exit 2
     except Exception as e:  # papermill re-raises the notebook's error with its traceback text
         print(f"trading-stage: {a.stage} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    return 0

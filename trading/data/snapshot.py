@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 import pandas as pd
-from ..core.cliargs import OneLineParser, bounded_float, bounded_int
+from ..core.cliargs import OneLineParser, bounded_float, bounded_int, run_cli, timeframe_arg
 from ..core.errors import DataError, DataValidationError, InputValidationError, TradingError
 from .bars import validate_bars
 from .bundled import BUNDLED, BundledSource
@@ -98,9 +98,12 @@ def _check_target(out: Path) -> None:
 def _build(out: Path, fill) -> dict:
     "Run `fill(tmp) -> manifest` in a fresh temporary directory beside `out`, write the manifest, swap it in."
     _check_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-tmp-", dir=out.parent))
+    except OSError as e:  # an unwritable or impossible place: say so before fetching anything
+        raise InputValidationError("out", str(out), f"cannot write there ({e.strerror or type(e).__name__}); nothing was changed") from None
     try:
         (tmp / _BUILD_MARK).touch()
         manifest = fill(tmp)
@@ -182,7 +185,7 @@ def make_source(source: str, # `alpaca`, `ccxt`, `csv` or `parquet` (the last tw
         if not files: raise InputValidationError("files", files, f"--source {source} needs --files")
         return FileSource(files, symbols=symbols or None, calendar=calendar, max_gap=max_gap, tz=tz,
                           universe=None if universe is None else get_universe(universe).symbols)
-    raise InputValidationError("source", source, f"expected one of {list(SOURCES)}")
+    raise InputValidationError("source", source, f"expected one of {list(SOURCES)} (the offline datasets: write_snapshot, --source bundled)")
 
 def _provider(source: str) -> str:
     if source == "alpaca": return f"alpaca-py {version('alpaca-py')}"
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="trading-data", description="Market-data snapshots for the trading pipeline.")
     sub = p.add_subparsers(dest="cmd", required=True)
     snap = sub.add_parser("snapshot", help="write a deterministic snapshot directory")
-    snap.add_argument("--source", default="bundled", help="where bars come from: bundled (offline), alpaca, ccxt, csv|parquet (files)")
+    snap.add_argument("--source", default="bundled", choices=["bundled", *SOURCES], help="where bars come from: bundled (offline, the default), alpaca, ccxt, csv|parquet (files)")
     snap.add_argument("--datasets", default=None, help="bundled: comma-separated dataset names (default: all)")
     snap.add_argument("--out", default="data", help="target directory, replaced atomically; must be new, empty or a previous snapshot")
     snap.add_argument("--no-macro", action="store_true", help="bundled: skip the macro series")
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     on.add_argument("--universe", default=None, choices=sorted(UNIVERSES), help="csv/parquet: refuse symbols outside this universe")
     on.add_argument("--start", default=None, help="first bar, ISO date or timestamp (UTC if naive)")
     on.add_argument("--end", default=None, help="last bar, inclusive")
-    on.add_argument("--timeframe", default="1D", help="bar length: 1D, 1h, 15min, ...")
+    on.add_argument("--timeframe", default="1D", type=timeframe_arg, help="bar length: 1D, 1h, 15min, ...")
     on.add_argument("--dataset", default=None, help="dataset name in the snapshot (default: from the source)")
     on.add_argument("--asset-class", default="stock", choices=["stock", "crypto"], help="alpaca: stock or crypto bars")
     on.add_argument("--feed", default=None, choices=["iex", "sip"], help="alpaca stocks: data feed (default: settings)")
@@ -303,35 +306,37 @@ def main(argv: list[str] | None = None) -> int:
     on.add_argument("--timeout", type=bounded_float(0, 3600), default=30.0, help="alpaca/ccxt: seconds per HTTP request, in (0, 3600]")
     on.add_argument("--max-retries", type=bounded_int(0, 20), default=4, help="alpaca/ccxt: retries of rate-limit and 5xx answers, 0..20")
     ver = sub.add_parser("verify", help="check a snapshot's hashes and bar rules")
-    ver.add_argument("--dir", default="data")
+    ver.add_argument("--dir", default="data", help="the snapshot directory to check (default data)")
     sub.add_parser("list", help="list the bundled datasets")
     a = p.parse_args(argv)
-    try:
-        if a.cmd == "list":
-            for name, ds in BUNDLED.items(): print(f"{name:12s} {ds.calendar:9s} {ds.description}")
-        elif a.cmd == "snapshot":
-            if a.source == "bundled":
-                m = write_snapshot(a.out, a.datasets.split(",") if a.datasets else None, a.source, not a.no_macro)
-            else:
-                split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None
-                m = write_source_snapshot(a.out, a.source, split(a.symbols), a.start, a.end, a.timeframe, a.dataset, universe=a.universe,
-                                          asset_class=a.asset_class, feed=a.feed, adjustment=a.adjustment, exchange=a.exchange,
-                                          files=split(a.files), calendar=a.calendar, tz=a.tz, max_gap=a.max_gap,
-                                          base_url=a.base_url, timeout=a.timeout, max_retries=a.max_retries)
-            rows = sum(d["rows"] for d in m["datasets"].values())
-            print(f"wrote {a.out}: {len(m['datasets'])} datasets, {rows} bars" + (f", {m['macro']['rows']} macro values" if m["macro"] else ""))
-        elif a.cmd == "verify":
-            s = load_snapshot(a.dir)
-            for d in s.datasets: s.bars(d)
-            print(f"{a.dir}: {len(s.datasets)} datasets verified")
-    except TradingError as e:
-        print(f"trading-data: error: {_redact(str(e))}", file=sys.stderr)
-        return 2
+    if a.cmd == "snapshot" and a.source == "bundled":  # the bundled datasets are fixed: a flag meant for a download would be silently ignored
+        ignored = [f"--{g.dest.replace('_', '-')}" for g in on._group_actions if getattr(a, g.dest) != g.default]
+        if ignored: p.error(f"{', '.join(ignored)} do not apply to --source bundled (the offline daily datasets); pick --source alpaca, ccxt, csv or parquet")
+    try: return run_cli("trading-data", lambda: _command(a), redact=_redact)
     except Exception:  # a bug, not bad input: keep the traceback, without secrets
         import traceback
         print(_redact(traceback.format_exc()), file=sys.stderr, end="")
         return 1
-    return 0
+
+def _command(a) -> None:
+    "The work of one `trading-data` command."
+    if a.cmd == "list":
+        for name, ds in BUNDLED.items(): print(f"{name:12s} {ds.calendar:9s} {ds.description}")
+    elif a.cmd == "snapshot":
+        if a.source == "bundled":
+            m = write_snapshot(a.out, a.datasets.split(",") if a.datasets else None, a.source, not a.no_macro)
+        else:
+            split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None
+            m = write_source_snapshot(a.out, a.source, split(a.symbols), a.start, a.end, a.timeframe, a.dataset, universe=a.universe,
+                                      asset_class=a.asset_class, feed=a.feed, adjustment=a.adjustment, exchange=a.exchange,
+                                      files=split(a.files), calendar=a.calendar, tz=a.tz, max_gap=a.max_gap,
+                                      base_url=a.base_url, timeout=a.timeout, max_retries=a.max_retries)
+        rows = sum(d["rows"] for d in m["datasets"].values())
+        print(f"wrote {a.out}: {len(m['datasets'])} datasets, {rows} bars" + (f", {m['macro']['rows']} macro values" if m["macro"] else ""))
+    elif a.cmd == "verify":
+        s = load_snapshot(a.dir)
+        for d in s.datasets: s.bars(d)
+        print(f"{a.dir}: {len(s.datasets)} datasets verified")
 
 def _redact(text: str) -> str:
     "`text` with every configured secret masked (settings that fail to load still leave URL passwords masked)."

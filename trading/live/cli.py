@@ -16,6 +16,7 @@ import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import select
 from ..backtest.events import Costs
+from ..core.cliargs import OneLineParser, bounded_float, bounded_int, json_object_arg, missing_extra, timeframe_arg
 from ..core.errors import InputValidationError, TradingError
 from ..core.orders import Order, Side
 from ..core.settings import MASK, Settings, install_redaction, mask_url_password
@@ -36,7 +37,7 @@ __all__ = ['DEFAULT_SYMBOLS', 'make_broker', 'make_source', 'status_text', 'flat
 DEFAULT_SYMBOLS = "AAPL,JPM,XOM"
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trading-bot", description="Run and steer trading bots (paper by default).")
+    p = OneLineParser(prog="trading-bot", description="Run and steer trading bots (paper by default).")
     sub = p.add_subparsers(dest="cmd", required=True)
     def common(sp):
         sp.add_argument("--db", help="store URL (default: TRADING_DB_URL or sqlite:///trading.db)")
@@ -46,22 +47,22 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a strategy as a bot")
     common(r)
     r.add_argument("--strategy", required=True, help="registered strategy, e.g. sma_crossover")
-    r.add_argument("--params", default="{}", help="strategy parameters as JSON")
+    r.add_argument("--params", type=json_object_arg, default={}, help='strategy parameters as a JSON object, e.g. \'{"fast": 20}\'')
     r.add_argument("--broker", default="paper", help="paper | alpaca | ccxt:<exchange>")
     r.add_argument("--name", help="bot name (default: <strategy>-<broker>)")
     r.add_argument("--symbols", default=DEFAULT_SYMBOLS, help="comma-separated symbols")
-    r.add_argument("--bars", type=int, default=120, help="paper: how many of the latest bundled bars to trade")
+    r.add_argument("--bars", type=bounded_int(1, 10_000_000), default=120, help="paper: how many of the latest bundled bars to trade")
     r.add_argument("--end", default="2022-12-31", help="paper: last bundled bar to replay")
     r.add_argument("--cash", default="100000", help="paper: starting cash")
-    r.add_argument("--fee-bps", type=float, default=10.0, help="paper: commission, basis points of notional")
-    r.add_argument("--slippage-bps", type=float, default=5.0, help="paper: slippage, basis points of price")
+    r.add_argument("--fee-bps", type=bounded_float(0, 10_000, lo_inclusive=True), default=10.0, help="paper: commission, basis points of notional")
+    r.add_argument("--slippage-bps", type=bounded_float(0, 10_000, lo_inclusive=True), default=5.0, help="paper: slippage, basis points of price")
     r.add_argument("--live", action="store_true", help="trade real money (needs keys as well; Alpaca also TRADING_ALPACA_PAPER=false)")
     r.add_argument("--interval", type=float, default=60.0, help="alpaca/ccxt: seconds between loops (fetch bars, sync, decide)")
     r.add_argument("--iterations", type=int, default=None, help="alpaca/ccxt: stop after this many loops (default: until interrupted)")
     r.add_argument("--lookback-days", type=float, default=400.0, help="alpaca/ccxt: calendar days of bars fetched each loop (warm-up included)")
-    r.add_argument("--timeframe", default="1D", help="alpaca/ccxt: bar length (1D, 1h, 15min, ...); only completed bars are traded on")
+    r.add_argument("--timeframe", type=timeframe_arg, default="1D", help="alpaca/ccxt: bar length (1D, 1h, 15min, ...); only completed bars are traded on")
     r.add_argument("--data-url", help="FOR TESTS / SELF-HOSTED GATEWAYS: the market-data API's base URL (ccxt: default --trading-url)")
-    r.add_argument("--request-timeout", type=float, default=10.0, help="alpaca/ccxt: seconds per HTTP request to the venue")
+    r.add_argument("--request-timeout", type=bounded_float(0, 3600), default=10.0, help="alpaca/ccxt: seconds per HTTP request to the venue")
     r.add_argument("--requests-per-minute", type=float, default=None, help="alpaca/ccxt: the bot's request budget (default: Alpaca 160, ccxt half the exchange's published rate)")
     r.add_argument("--max-gross", type=float, default=1.0, help="risk limit: gross exposure / equity (1 = no leverage)")
     r.add_argument("--max-weight", type=float, default=None, help="risk limit: largest |weight| of one symbol")
@@ -125,7 +126,7 @@ def make_source(kind: str, # alpaca | ccxt:<exchange>
     raise InputValidationError("--broker", kind, "bars are fetched for alpaca or ccxt:<exchange> bots")
 
 def _manager(args, broker=None, params: dict | None = None) -> OrderManager:
-    engine = make_engine(args.db, durable=True)
+    engine = make_engine(args.db, durable=True, must_exist=broker is None)  # status, halt, ...: no store file created by a typo
     if broker is None:
         with read(engine) as conn:
             row = conn.execute(select(runs.c.params).where(runs.c.run_id == args.name)).first() if _has_runs(engine) else None
@@ -166,7 +167,7 @@ def flatten(om: OrderManager, ts=None) -> list:
 
 # %% ../../nbs/live/05_cli.ipynb #ccb90ff6
 def _run(args) -> int:
-    strategy = make_strategy(args.strategy, json.loads(args.params))
+    strategy = make_strategy(args.strategy, args.params)
     broker_kind = args.broker
     args.name = args.name or f"{args.strategy}-{broker_kind.replace(':', '-')}"
     costs = Costs(fee_rate=args.fee_bps / 1e4, slippage=args.slippage_bps / 1e4)
@@ -175,7 +176,7 @@ def _run(args) -> int:
                          trading_url=args.trading_url, timeout=args.request_timeout,
                          requests_per_minute=args.requests_per_minute)
     om = _manager(args, broker)
-    params = {"strategy": args.strategy, "params": json.loads(args.params), "symbols": symbols, "live": args.live}
+    params = {"strategy": args.strategy, "params": args.params, "symbols": symbols, "live": args.live}
     if broker_kind != "paper": return _run_wallclock(args, strategy, broker, om, symbols, params)
     from trading.data.bundled import BundledSource
     bars = BundledSource(["sp20"]).bars(symbols, end=args.end)
@@ -188,7 +189,7 @@ def _run(args) -> int:
         from trading.live.runner import bars_at
         venue.on_bar(data.index[need - 1], bars_at(data, need - 1))
     rep = om.start(params, strategy=type(strategy).__name__)
-    print(f"bot {om.bot}: {type(strategy).__name__}({json.dumps(json.loads(args.params))}) on {broker.name}, {len(symbols)} symbols, "
+    print(f"bot {om.bot}: {type(strategy).__name__}({json.dumps(args.params)}) on {broker.name}, {len(symbols)} symbols, "
           f"bars {data.index[need].date()}..{data.index[-1].date()}; reconciled ({'ok' if rep.explained else 'MISMATCH'})")
     limits = RiskLimits(max_gross=args.max_gross, max_weight=args.max_weight, max_drawdown=args.max_drawdown)
     run_simulated(BotRunner(om, strategy, limits=limits), venue, data, need)
@@ -221,8 +222,13 @@ def main(argv: list[str] | None = None) -> int:
             rep = om.reconcile(); print(rep)
             return 0 if rep.explained else 3
         return 0
-    except (TradingError, json.JSONDecodeError) as e:
+    except TradingError as e:
         print(f"trading-bot: error: {e}", file=sys.stderr)
+        return 2
+    except (ModuleNotFoundError, OSError) as e:  # a missing extra (alpaca-py, ccxt), a file that cannot be read or written
+        why = missing_extra(e) if isinstance(e, ModuleNotFoundError) else (f"cannot use {e.filename}: {e.strerror}" if e.filename else None)
+        if why is None: raise
+        print(f"trading-bot: error: {why}", file=sys.stderr)
         return 2
     except ValidationError as e:  # strategy parameters refused by their Params model
         why = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'params'}: {x['msg']}" for x in e.errors())
@@ -258,7 +264,7 @@ def _run_wallclock(args, strategy, broker, om: OrderManager, symbols: list[str],
     if args.trading_url: params["trading_url"] = mask_url_password(args.trading_url)
     rep = om.start(params, strategy=type(strategy).__name__)
     loops = "until interrupted" if args.iterations is None else f"{args.iterations} loops"
-    print(f"bot {om.bot}: {type(strategy).__name__}({json.dumps(json.loads(args.params))}) on {broker.name} "
+    print(f"bot {om.bot}: {type(strategy).__name__}({json.dumps(args.params)}) on {broker.name} "
           f"({'LIVE' if broker.is_live else 'paper'}), {len(symbols)} symbols, {args.timeframe} bars, every {args.interval:g} s, {loops}; "
           f"reconciled ({'ok' if rep.explained else 'MISMATCH'})")
     limits = RiskLimits(max_gross=args.max_gross, max_weight=args.max_weight, max_drawdown=args.max_drawdown)

@@ -8,11 +8,12 @@ Docs: https://trading-dev.github.io/trading/store/cli.html.md"""
 from __future__ import annotations
 import argparse
 import sys
+from ..core.cliargs import OneLineParser, bounded_float, missing_extra, timeframe_arg, timestamp_arg
 from ..core.errors import TradingError
 from ..core.settings import mask_url_password
 
 # %% auto #0
-__all__ = ['main']
+__all__ = ['READ_ONLY', 'main']
 
 # %% ../../nbs/store/07_cli.ipynb #463adec8
 def _seconds(text: str) -> float:
@@ -22,30 +23,33 @@ def _seconds(text: str) -> float:
     if not (0 <= v < 1e7): raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
     return v
 
+READ_ONLY = {"current", "backup", "quality", "downgrade"}  # downgrade of a database that is not there is a typo, not a request
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trading-db", description="The trading store: migrations, ingest, backup, restore, data quality.")
+    p = OneLineParser(prog="trading-db", description="The trading store: migrations, ingest, backup, restore, data quality.")
     p.add_argument("--url", default=None, help="database URL (default: TRADING_DB_URL, else sqlite:///trading.db)")
     p.add_argument("--lock-timeout", type=_seconds, default=None, help="seconds to wait for a lock before giving up (default 10)")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("upgrade", help="apply migrations")
-    up.add_argument("--revision", default="head")
+    up.add_argument("--revision", default="head", help="target revision id (default head, the newest)")
     down = sub.add_parser("downgrade", help="undo migrations down to a revision (refuses to drop data without --yes)")
     down.add_argument("--revision", required=True, help="target revision id, or base")
     down.add_argument("--yes", action="store_true", help="allow dropping tables and columns that hold rows")
     sub.add_parser("current", help="show the revision the database is at")
     ing = sub.add_parser("ingest", help="load a data/ snapshot's bars (idempotent, one transaction)")
-    ing.add_argument("--dir", default="data")
+    ing.add_argument("--dir", default="data", help="the snapshot directory (default data)")
     ing.add_argument("--datasets", default=None, help="comma-separated dataset names (default: all)")
-    ing.add_argument("--on-conflict", default="error", choices=["error", "update", "ignore"])
+    ing.add_argument("--on-conflict", default="error", choices=["error", "update", "ignore"],
+                     help="a bar already stored with other values: error (default, nothing written), update it, or keep the stored one")
     b = sub.add_parser("backup", help="write a consistent backup file")
-    b.add_argument("file")
+    b.add_argument("file", help="backup file to write (SQLite: a database file; PostgreSQL: a pg_dump archive)")
     r = sub.add_parser("restore", help="replace the database's contents with a backup")
-    r.add_argument("file")
+    r.add_argument("file", help="a backup written by `trading-db backup`")
     r.add_argument("--force", action="store_true", help="restore even while other sessions are connected (their later commits are lost)")
     q = sub.add_parser("quality", help="per-symbol data-quality report")
-    q.add_argument("--as-of", default=None, help="staleness measured at this time (default: now)")
-    q.add_argument("--outlier-z", type=float, default=8.0)
-    q.add_argument("--timeframe", default="1D")
+    q.add_argument("--as-of", type=timestamp_arg, default=None, help="staleness measured at this time, ISO date or timestamp (default: now)")
+    q.add_argument("--outlier-z", type=bounded_float(0, 1e6), default=8.0, help="a return this many robust standard deviations away is an outlier (default 8)")
+    q.add_argument("--timeframe", type=timeframe_arg, default="1D", help="bar length of the bars to check (default 1D)")
     q.add_argument("--csv", default=None, help="also write the report to this CSV file")
     return p
 
@@ -56,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from trading.store.engine import make_engine, normalize_url
         url = normalize_url(a.url)
-        eng = make_engine(url) if a.lock_timeout is None else make_engine(url, lock_timeout=a.lock_timeout)
+        # commands that only read (or copy out) must not create a database where the user only meant to look
+        opts = {"must_exist": a.cmd in READ_ONLY} | ({} if a.lock_timeout is None else {"lock_timeout": a.lock_timeout})
+        eng = make_engine(url, **opts)
         where = mask_url_password(url)
         if a.cmd == "upgrade":
             from trading.store.migrate import upgrade
@@ -86,11 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "quality":
             import pandas as pd
             from trading.store.quality import quality_report
-            rep = quality_report(eng, a.timeframe, pd.Timestamp(a.as_of, tz="UTC") if a.as_of else None, a.outlier_z)
+            rep = quality_report(eng, a.timeframe, a.as_of, a.outlier_z)
             if a.csv: rep.to_csv(a.csv, index=False)
             with pd.option_context("display.width", 200, "display.max_columns", 30): print(rep.to_string(index=False))
     except TradingError as e:
         print(f"trading-db: error: {mask_url_password(str(e))}", file=sys.stderr)
+        return 2
+    except (ModuleNotFoundError, OSError) as e:  # a missing extra (psycopg), a file that cannot be read or written
+        why = missing_extra(e) if isinstance(e, ModuleNotFoundError) else (f"cannot use {e.filename}: {e.strerror}" if e.filename else None)
+        if why is None: raise
+        print(f"trading-db: error: {mask_url_password(why)}", file=sys.stderr)
         return 2
     except Exception as e:
         from sqlalchemy.exc import OperationalError

@@ -60,6 +60,7 @@ def make_engine(url: str | None = None, # database URL; None reads TRADING_DB_UR
                 durable: bool = False, # SQLite: synchronous=FULL, so a commit survives power loss (the order journal needs it)
                 lock_timeout: float | None = LOCK_TIMEOUT_S, # seconds to wait for any lock before StoreBusyError (SQLite busy_timeout, PostgreSQL lock_timeout); 0: wait forever
                 statement_timeout: float | None = None, # PostgreSQL: seconds a statement may run before it is cancelled; None: no bound (bulk ingests)
+                must_exist: bool = False, # SQLite: refuse a database file (or folder) that is not there, rather than create it (read-only commands)
                ) -> Engine:
     "An engine for `url`: SQLite in WAL mode with the pragmas above, or PostgreSQL through psycopg 3; every lock wait bounded."
     url = normalize_url(url)
@@ -69,6 +70,8 @@ def make_engine(url: str | None = None, # database URL; None reads TRADING_DB_UR
         # session defaults sent at connect time: no statement of ours, nor of a caller's raw SQL, waits unbounded
         opts = f"-c lock_timeout={lock_ms} -c statement_timeout={stmt_ms}"
         return create_engine(url, echo=echo, pool_pre_ping=True, connect_args={"options": opts})
+    if must_exist and u.database and u.database != ":memory:" and not Path(u.database).is_file():
+        raise InputValidationError("db_url", mask_url_password(url), "no SQLite database there (`trading-db upgrade` creates one); nothing was created")
     if u.database and u.database != ":memory:": Path(u.database).parent.mkdir(parents=True, exist_ok=True)
     lock_ms = lock_ms or 2**31 - 1  # SQLite's 0 would mean "fail at once"; the caller asked for no bound
     eng = create_engine(url, echo=echo, connect_args={"timeout": lock_ms / 1000})
