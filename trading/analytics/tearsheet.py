@@ -129,14 +129,14 @@ def plot_monthly_heatmap(returns: pd.Series | None = None, # simple per-bar retu
 def trade_list(trades: pd.DataFrame, # trades frame (TRADE_COLUMNS)
                max_rows: int | None = None, # keep only the most recent rows
               ) -> pd.DataFrame:
-    "Readable trade list: symbol, side, entry/exit dates, qty, prices, P&L, return (%), fees, bars held; newest first."
+    "Readable trade list: symbol, side, entry/exit dates, qty, prices, P&L, return, fees, bars held; newest first."
     t = validate_trades(trades).sort_values("entry_ts", ascending=False, kind="stable")
     if max_rows is not None: t = t.head(max_rows)
     out = pd.DataFrame({
         "symbol": t.symbol, "side": np.where(t.qty > 0, "long", "short"),
         "entry": t.entry_ts.dt.strftime("%Y-%m-%d"), "exit": t.exit_ts.dt.strftime("%Y-%m-%d").fillna("open"),
-        "qty": t.qty.abs(), "entry_price": t.entry_price.round(4), "exit_price": t.exit_price.round(4),
-        "pnl": t.pnl.round(2), "return_pct": (100 * t["return"]).round(2), "fees": t.fees.round(2), "bars_held": t.bars_held})
+        "qty": t.qty.abs(), "entry_price": t.entry_price, "exit_price": t.exit_price,
+        "pnl": t.pnl, "return": t["return"], "fees": t.fees, "bars_held": t.bars_held})  # numbers kept whole: `show_table` writes them
     return out.reset_index(drop=True)
 
 # %% ../../nbs/analytics/01_tearsheet.ipynb #41458f2e
@@ -150,17 +150,25 @@ class TearSheet:
     drawdowns: pd.DataFrame | None = None # worst drawdown episodes
     trades: pd.DataFrame | None = None # formatted trade list (None without trades)
 
-    def show(self):
+    def parts(self) -> list:
+        "Tables (formatted by `trading.analytics.report.show_table`) and figures, in reading order."
+        from trading.analytics.report import show_table
+        months = {c: "percent" for c in self.monthly_returns.columns}
+        parts = [show_table(self.summary.T, transpose=True, caption="Summary"), *self.figures.values(),  # metrics are rows: formatted by name, then turned
+                 show_table(self.monthly_returns, kinds=months, transpose=False, caption="Monthly returns (compounded)"),
+                 show_table(self.drawdowns, caption="Worst drawdowns", index=False)]
+        if self.trades is not None: parts.append(show_table(self.trades, caption=f"Trades ({len(self.trades)} shown)", index=False))
+        return parts
+
+    def show(self, collapsed: bool = False, # one closed <details> block (reports with many runs), instead of a section
+            ):
         "Display title, tables and figures in reading order (in a notebook, or an executed notebook's HTML)."
-        from IPython.display import Markdown, display
+        from IPython.display import HTML, Markdown, display
         import matplotlib.pyplot  # noqa: F401  — activates the notebook's inline figure formatter
-        pct = lambda v: "" if pd.isna(v) else f"{v:.1%}"
+        from trading.analytics.report import details_html
+        if collapsed: return display(HTML(details_html(f"{self.title}: tear sheet", self.parts())))
         display(Markdown(f"## {self.title}"))
-        display(self.summary.style.format(lambda v: f"{v:,.4g}" if isinstance(v, float) else str(v)))
-        for name, fig in self.figures.items(): display(fig)
-        display(Markdown("### Monthly returns (compounded)")); display(self.monthly_returns.style.format(pct))
-        display(Markdown("### Worst drawdowns")); display(self.drawdowns.style.format({"max_drawdown": pct, "duration_days": "{:.0f}"}))
-        if self.trades is not None: display(Markdown(f"### Trades ({len(self.trades)} shown)")); display(self.trades)
+        for p in self.parts(): display(p)
 
 def tear_sheet(returns: pd.Series, # simple per-bar strategy returns, UTC DatetimeIndex
                benchmark: pd.Series | None = None, # simple per-bar benchmark returns

@@ -47,11 +47,12 @@ class BundledDataset:
     calendar: str
     load: Callable[[], pd.DataFrame]
     max_gap: int = 0
+    holdable: bool = True  # False for an index level no one can buy (VIX): a "growth of $1" of it means nothing
 
 BUNDLED = {d.name: d for d in [
     BundledDataset("sp500", "S&P 500 index daily OHLCV, 1999-2018", "arch", "XNYS", lambda: _arch_ohlcv("sp500", "SPX")),
     BundledDataset("nasdaq", "NASDAQ Composite daily OHLCV, 1999-2018", "arch", "XNYS", lambda: _arch_ohlcv("nasdaq", "IXIC")),
-    BundledDataset("vix", "CBOE VIX daily close, 2014-2019", "arch", "XNYS", lambda: _arch_close("vix", "vix", "VIX")),
+    BundledDataset("vix", "CBOE VIX daily close, 2014-2019", "arch", "XNYS", lambda: _arch_close("vix", "vix", "VIX"), holdable=False),
     BundledDataset("wti", "WTI crude spot daily close, 1986-2019", "arch", "weekdays", lambda: _arch_close("wti", "DCOILWTICO", "WTI"), max_gap=2),
     BundledDataset("sp20", "20 large US stocks, daily adjusted close, 1990-2022", "skfolio", "XNYS", lambda: _skfolio_closes("load_sp500_dataset")),
     BundledDataset("sp500_index", "S&P 500 index daily close, 1990-2022", "skfolio", "XNYS", lambda: _skfolio_closes("load_sp500_index")),
