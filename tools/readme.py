@@ -5,6 +5,7 @@ gives the same GitHub-flavoured Markdown from the executed notebook.
 """
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -13,7 +14,11 @@ from nbconvert import MarkdownExporter
 
 root = Path(__file__).resolve().parents[1]
 nb = nbformat.read(root / "nbs" / "index.ipynb", as_version=4)
-NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root / "nbs")}}).execute()
+from trading.pipeline import quiet_kernel_manager  # IPC sockets: no "running over TCP without encryption" warning
+
+with tempfile.TemporaryDirectory() as ipc:
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root / "nbs")}},
+                   kernel_manager_class=quiet_kernel_manager(ipc)).execute()
 # drop nbdev directives and hidden cells, as nbdev's renderer would
 nb.cells = [c for c in nb.cells if not re.search(r"^#\|\s*hide\b", c.source, re.M)]
 for c in nb.cells:
