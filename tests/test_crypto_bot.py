@@ -115,3 +115,29 @@ def test_crypto_trend_trades_on_the_fake_binance_through_the_order_manager(tmp_p
         got = float(held.get(s, 0)) * prices[s]
         assert abs(got - w[s] * value) <= float(MIN_NOTIONAL) + 0.003 * value, (s, got, w[s] * value)
     assert (w > 0).any() and np.isfinite(w).all(), "the trend strategy should hold something at the end of this path"
+
+
+def test_the_paper_bot_replays_a_ccxt_snapshot_on_a_24_7_clock(tmp_path):
+    "`trading-data snapshot --source ccxt` (loopback Binance) then `trading-bot run --broker paper --snapshot`: every daily bar, weekends too."
+    from fakes.exchange_server import ExchangeServer
+    from trading.data.snapshot import write_source_snapshot
+    t0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
+    candles = {s: make_candles(t0, 40, seed=30 + i, price=p) for i, (s, p) in enumerate(zip(PAIRS[:2], [40_000.0, 2_000.0]))}
+    with ExchangeServer(candles) as srv:
+        write_source_snapshot(tmp_path / "data", "ccxt", PAIRS[:2], "2024-03-01", "2024-04-09", exchange="binance", base_url=srv.url)
+    common = ["--db", f"sqlite:///{tmp_path / 'bots.db'}", "--state-dir", str(tmp_path / "bots"), "--name", "paper-crypto"]
+    r = bot(["run", "--strategy", "crypto_trend", "--params", json.dumps(PARAMS), "--symbols", ",".join(PAIRS[:2]), "--cash", "1000",
+             "--snapshot", str(tmp_path / "data"), "--dataset", "ccxt_binance", "--bars", "30", *common], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "bars 2024-03-11..2024-04-09" in r.stdout  # 10 warm-up bars, then 30 daily bars through four weekends
+    eng = create_engine(f"sqlite:///{tmp_path / 'bots.db'}")
+    with eng.connect() as conn:
+        cids = [c for (c,) in conn.execute(select(orders_t.c.client_order_id).where(orders_t.c.run_id == "paper-crypto")).all()]
+        qtys = [Decimal(q) for (q,) in conn.execute(select(orders_t.c.qty).where(orders_t.c.run_id == "paper-crypto")).all()]
+    eng.dispose()
+    decided = pd.to_datetime([c.rsplit("-", 2)[1] for c in cids], format="%y%m%d%H%M%S", utc=True)
+    assert (decided.dayofweek >= 5).any()  # an exchange calendar has no Saturday or Sunday bar to decide on
+    assert qtys and all(q != q.to_integral_value() for q in qtys)  # fractions of a coin
+    bad = bot(["run", "--strategy", "crypto_trend", "--symbols", "DOGE/USDT", "--snapshot", str(tmp_path / "data"), "--dataset", "ccxt_binance",
+               *common[:4], "--name", "paper-bad"], tmp_path)
+    assert bad.returncode == 2 and "DOGE/USDT" in bad.stderr and "ccxt_binance" in bad.stderr
