@@ -90,13 +90,16 @@ def comparison_statistic(metric: str, # a key of METRICS
                          run: Experiment, # the strategy the claim is about
                          versus: Experiment | pd.Series, # another experiment, or a benchmark's per-bar returns (e.g. an index)
                          alternatives: dict[str, Experiment] | None = None, # benchmarks a `benchmark=` variant may name
+                         annualization: float = 252, # bars per year (365 for daily crypto, 12 for monthly bars)
                         ) -> Callable[..., float]:
     "statistic(**variant) = metric(run) - metric(versus), both measured under the same variant."
     if metric not in METRICS: raise InputValidationError("metric", metric, f"one of {sorted(METRICS)}")
-    f = METRICS[metric]
+    if not annualization > 0: raise InputValidationError("annualization", annualization, "bars per year, > 0")
+    f = METRICS[metric] if metric == "max_drawdown" else (lambda r, _f=METRICS[metric]: _f(r, annualization=annualization))
+    min_bars = max(int(round(annualization / 4)), 2)  # under a quarter: not a measurement
     def statistic(start=None, end=None, cost_scale=1.0, execution="next_close", delay=0, drop=None, benchmark=None) -> float:
         a = run.returns(start, end, cost_scale, execution, delay, drop)
-        if len(a) < 63: return float("nan")  # under a quarter: not a measurement
+        if len(a) < min_bars: return float("nan")
         other = (alternatives or {}).get(benchmark) if benchmark else versus
         if benchmark and other is None: raise InputValidationError("benchmark", benchmark, f"one of {sorted(alternatives or {})}")
         if isinstance(other, Experiment):

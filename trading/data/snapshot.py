@@ -197,12 +197,14 @@ def write_source_snapshot(out: str | Path = "data", # target directory (replaced
                           end=None, # last bar label (inclusive)
                           timeframe: str = "1D", # bar length
                           dataset: str | None = None, # dataset name in the snapshot; None: derived from the source
+                          funding: bool = False, # ccxt: also write each pair's perpetual funding-rate history (`Snapshot.funding`)
                           **options, # the remaining arguments of `make_source`
                          ) -> dict:
     "Fetch and validate bars from an online or file source, then write them in the snapshot layout; returns the manifest."
     import re
     out = Path(out)
     symbols = None if symbols is None else ([symbols] if isinstance(symbols, str) else list(symbols))
+    if funding and source != "ccxt": raise InputValidationError("funding", funding, "funding rates come from ccxt exchanges (--source ccxt)")
     src = make_source(source, symbols, **options)
     if dataset is None:
         dataset = {"alpaca": f"alpaca_{getattr(src, 'asset_class', 'stock')}", "ccxt": f"ccxt_{getattr(src, 'exchange_id', '')}"}.get(source, source)
@@ -220,6 +222,11 @@ def write_source_snapshot(out: str | Path = "data", # target directory (replaced
     request = dict(source=source, symbols=list(wanted), start=None if start_ts is None else start_ts.isoformat(),
                    end=None if end_ts is None else end_ts.isoformat(), timeframe=timeframe)
     if hasattr(src, "request"): request.update(src.request())
+    rates = None
+    if funding:  # fetched (and refused) before anything is written, like the bars
+        rates = pd.concat([src.funding_rates(s, start_ts or bars["ts_event"].min(), end_ts) for s in syms], ignore_index=True)
+        if len(rates) == 0: raise DataValidationError("empty", f"no funding rates for {syms} between {start} and {end}", source=src.name)
+        request["funding"] = True
     if source in ("csv", "parquet"):  # hashes of the very bytes that were parsed, not of the files as they are now
         names = [Path(p).name for p in src.paths]
         request["files"] = {(Path(p).name if names.count(Path(p).name) == 1 else str(p)): src.file_hashes[str(p)] for p in src.paths}
@@ -230,7 +237,14 @@ def write_source_snapshot(out: str | Path = "data", # target directory (replaced
         entry = dict(file=rel, sha256=_sha256(tmp / rel), rows=len(bars), symbols=syms, span=_span(bars["ts_event"]),
                      calendar=calendars[0] if src.checks_calendar(timeframe) else None, max_gap=src.max_gap_of(syms[0]),
                      timeframe=timeframe, description=f"{timeframe} bars from {src.name}", provider=_provider(source))
-        return dict(schema_version=SCHEMA_VERSION, source=source, datasets={dataset: entry}, macro=None, request=request)
+        manifest = dict(schema_version=SCHEMA_VERSION, source=source, datasets={dataset: entry}, macro=None, request=request)
+        if rates is not None:
+            frel = f"funding/{dataset}.parquet"
+            write_parquet(rates, tmp / frel)
+            manifest["funding"] = {dataset: dict(file=frel, sha256=_sha256(tmp / frel), rows=len(rates), symbols=sorted(rates["symbol"].unique().tolist()),
+                                                 span=_span(rates["ts_event"]), provider=_provider(source),
+                                                 description=f"funding rate per funding interval of each pair's linear perpetual on {src.name} (received by a short)")}
+        return manifest
     return _build(out, fill)
 
 # %% ../../nbs/data/06_snapshot.ipynb #aa37cad4
@@ -253,6 +267,13 @@ class Snapshot:
         if validate: validate_bars(df, calendar=meta["calendar"], freq=meta.get("timeframe", "1D"), max_gap=meta["max_gap"], source=f"{self.path}/{meta['file']}")
         return df
 
+    def funding(self, dataset: str, # dataset name in the manifest's `funding` section (the bars' dataset name)
+               ) -> pd.DataFrame:
+        "Funding-rate history written with `--funding`: `ts_event, symbol (the perpetual), funding_rate, source`."
+        section = self.manifest.get("funding") or {}
+        if dataset not in section: raise InputValidationError("dataset", dataset, f"snapshot has funding rates for {sorted(section)}")
+        return pd.read_parquet(self.path / section[dataset]["file"]).astype({"symbol": "string", "source": "string"})
+
     def macro(self) -> pd.DataFrame:
         "The long macro frame (see `trading.data.macro`)."
         if not self.manifest.get("macro"): raise DataError(f"snapshot {self.path} has no macro series")
@@ -267,7 +288,7 @@ def load_snapshot(path: str | Path = "data", # snapshot directory
     manifest = json.loads(mf.read_text())
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"snapshot {path} has schema version {manifest.get('schema_version')}, this code reads {SCHEMA_VERSION}")
-    files = [m for m in manifest["datasets"].values()] + ([manifest["macro"]] if manifest.get("macro") else [])
+    files = [m for m in manifest["datasets"].values()] + ([manifest["macro"]] if manifest.get("macro") else []) + list((manifest.get("funding") or {}).values())
     for m in files:
         f = path / m["file"]
         if not f.exists(): raise DataError(f"snapshot {path} is missing {m['file']}")
@@ -296,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     on.add_argument("--feed", default=None, choices=["iex", "sip"], help="alpaca stocks: data feed (default: settings)")
     on.add_argument("--adjustment", default="all", choices=["raw", "split", "dividend", "all"], help="alpaca stocks: corporate-action adjustment")
     on.add_argument("--exchange", default=None, help="ccxt exchange id, e.g. coinbase, binance (default: settings)")
+    on.add_argument("--funding", action="store_true", help="ccxt: also write the funding-rate history of each pair's linear perpetual")
     on.add_argument("--files", default=None, help="csv/parquet: comma-separated input files")
     on.add_argument("--calendar", default="XNYS", help="csv/parquet: calendar of the symbols (XNYS, 24/7, weekdays)")
     on.add_argument("--tz", default="UTC", help="csv/parquet: timezone of naive timestamps")
@@ -325,12 +347,13 @@ def _command(a) -> None:
             m = write_snapshot(a.out, a.datasets.split(",") if a.datasets else None, a.source, not a.no_macro)
         else:
             split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None
-            m = write_source_snapshot(a.out, a.source, split(a.symbols), a.start, a.end, a.timeframe, a.dataset, universe=a.universe,
+            m = write_source_snapshot(a.out, a.source, split(a.symbols), a.start, a.end, a.timeframe, a.dataset, funding=a.funding, universe=a.universe,
                                       asset_class=a.asset_class, feed=a.feed, adjustment=a.adjustment, exchange=a.exchange,
                                       files=split(a.files), calendar=a.calendar, tz=a.tz, max_gap=a.max_gap,
                                       base_url=a.base_url, timeout=a.timeout, max_retries=a.max_retries)
         rows = sum(d["rows"] for d in m["datasets"].values())
-        print(f"wrote {a.out}: {len(m['datasets'])} datasets, {rows} bars" + (f", {m['macro']['rows']} macro values" if m["macro"] else ""))
+        print(f"wrote {a.out}: {len(m['datasets'])} datasets, {rows} bars" + (f", {m['macro']['rows']} macro values" if m["macro"] else "")
+              + (f", {sum(f['rows'] for f in m['funding'].values())} funding rates" if m.get("funding") else ""))
     elif a.cmd == "verify":
         s = load_snapshot(a.dir)
         for d in s.datasets: s.bars(d)

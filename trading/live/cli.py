@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--name", help="bot name (default: <strategy>-<broker>)")
     r.add_argument("--symbols", default=DEFAULT_SYMBOLS, help="comma-separated symbols")
     r.add_argument("--bars", type=bounded_int(1, 10_000_000), default=120, help="paper: how many of the latest bundled bars to trade")
-    r.add_argument("--end", default="2022-12-31", help="paper: last bundled bar to replay")
+    r.add_argument("--end", default=None, help="paper: last bar to replay (default: 2022-12-31 of the bundled data, the last bar of a --snapshot)")
+    r.add_argument("--snapshot", default=None, help="paper: replay a dataset of this snapshot directory (e.g. crypto bars from --source ccxt) instead of the bundled sp20")
+    r.add_argument("--dataset", default=None, help="paper: the snapshot's dataset to replay (with --snapshot)")
     r.add_argument("--cash", default="100000", help="paper: starting cash")
     r.add_argument("--fee-bps", type=bounded_float(0, 10_000, lo_inclusive=True), default=10.0, help="paper: commission, basis points of notional")
     r.add_argument("--slippage-bps", type=bounded_float(0, 10_000, lo_inclusive=True), default=5.0, help="paper: slippage, basis points of price")
@@ -164,6 +166,20 @@ def flatten(om: OrderManager, ts=None) -> list:
     return om.place(ts, orders) if orders else []
 
 # %% ../../nbs/live/05_cli.ipynb #ccb90ff6
+def _paper_bars(args, symbols: list[str]) -> pd.DataFrame:
+    "The bars a paper bot replays: the bundled sp20, or a snapshot's dataset (`--snapshot DIR --dataset NAME`), up to `--end`."
+    if args.snapshot is None and args.dataset is None:
+        from trading.data.bundled import BundledSource
+        return BundledSource(["sp20"]).bars(symbols, end=args.end or "2022-12-31")
+    if not (args.snapshot and args.dataset): raise InputValidationError("--snapshot/--dataset", (args.snapshot, args.dataset), "give both, or neither for the bundled sp20")
+    from trading.data.snapshot import load_snapshot
+    from trading.data.sources import utc_timestamp
+    end = utc_timestamp(args.end, "--end")
+    bars = load_snapshot(args.snapshot).bars(args.dataset)
+    if missing := [s for s in symbols if s not in set(bars["symbol"])]:
+        raise InputValidationError("--symbols", missing, f"not in dataset {args.dataset!r}, which holds {sorted(set(bars['symbol']))}")
+    return bars[bars["symbol"].isin(symbols) & ((bars["ts_event"] <= end) if end is not None else True)].reset_index(drop=True)
+
 def _run(args) -> int:
     strategy = make_strategy(args.strategy, args.params)
     broker_kind = args.broker
@@ -176,8 +192,7 @@ def _run(args) -> int:
     om = _manager(args, broker)
     params = {"strategy": args.strategy, "params": args.params, "symbols": symbols, "live": args.live}
     if broker_kind != "paper": return _run_wallclock(args, strategy, broker, om, symbols, params)
-    from trading.data.bundled import BundledSource
-    bars = BundledSource(["sp20"]).bars(symbols, end=args.end)
+    bars = _paper_bars(args, symbols)
     data = MarketData.from_bars(bars)
     need = max(int(getattr(strategy, "warmup", 0) or 0), 1)
     if len(data.index) < need + args.bars: raise InputValidationError("--bars", args.bars, f"only {len(data.index) - need} bars after a {need}-bar warm-up")
