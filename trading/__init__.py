@@ -3,6 +3,8 @@
 Modules:
 
 - `trading.analytics.robustness`: A claim in a report is a number compared with a threshold. This module re-measures that number under the variations a referee would try and computes the claim's verdict from them: nothing in a report says "met" unless this code says so.
-- `trading.backtest.claims`: An `Experiment` is a backtest that can be re-run under a referee's variations — a later start, a sub-period, costs ×2, a later fill, one asset left out — and `comparison_statistic` turns "strategy A beats B on metric M" into the function a robustness panel (`trading.analytics.robustness`) evaluates."""
+- `trading.backtest.claims`: An `Experiment` is a backtest that can be re-run under a referee's variations — a later start, a sub-period, costs ×2, a later fill, one asset left out — and `comparison_statistic` turns "strategy A beats B on metric M" into the function a robustness panel (`trading.analytics.robustness`) evaluates.
+- `trading.research.distributed`: One way to run embarrassingly parallel research work — parameter sweeps, walk-forward folds, Monte Carlo scenarios — in this process or on a Dask cluster, with the same numbers either way.
+- `trading.research.walkforward`: Choose parameters on a training window, trade them on the next unseen window, roll on; stitch the unseen windows into one out-of-sample record and measure how much of the in-sample edge survived."""
 
 __version__ = "0.0.1"
