@@ -7,7 +7,7 @@ Workloads (real data: the 20 bundled S&P 500 stocks, snapshot dataset sp20, 1990
 - Monte Carlo VaR: 2,000,000 Student-t scenarios x 20 assets in 8 seeded blocks.
 For each: single-process seconds, Dask seconds (cluster already warm: the start-up is timed separately), speed-up,
 whether the numbers are identical, and how the tasks split over the workers (count and busy seconds per worker,
-from the scheduler's task stream). Timings are the best of `repeat` runs after a warm-up run. Prints a table and
+from the scheduler's task stream). Each path runs once to warm up (compilation, worker imports) and once timed; a loaded machine makes single timings noisy, so read the ratios. Prints a table and
 writes bench/results/dask_speed.json.
 
 What a 100-node cluster would need (on paper; not measured here):
@@ -41,19 +41,12 @@ OUT = Path(__file__).with_name("results")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def best_of(fn, repeat):
-    fn()  # warm-up: numba compiles and imports happen here, not in the timing
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter(); fn(); best = min(best, time.perf_counter() - t)
-    return best
+def timed(fn):
+    t = time.perf_counter(); out = fn(); return out, time.perf_counter() - t
 
 
-def split_of(client, fn):
-    "Tasks and busy seconds per worker while `fn` runs once."
-    from distributed import get_task_stream
-    with get_task_stream(client) as ts:
-        fn()
+def split_of(ts):
+    "Tasks and busy seconds per worker, from a task stream."
     per = defaultdict(lambda: [0, 0.0])
     for t in ts.data:
         busy = sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
@@ -67,7 +60,7 @@ def same(a, b):
     return a == b
 
 
-def main(repeat: int = 2):
+def main():
     os.environ.pop("TRADING_DASK_SCHEDULER_ADDRESS", None)
     from trading.backtest.sweep import sweep_sma_crossover
     from trading.data.panels import price_panel
@@ -89,15 +82,20 @@ def main(repeat: int = 2):
         "SMA sweep kernel (20 symbols x 36 pairs)": lambda c: sweep_sma_crossover(close, fast, slow, fee_rate=0.001) if c is None else sweep_sma_tasks(close, fast, slow, symbols_per_task=5, client=c, fee_rate=0.001),
         "Monte Carlo VaR (2M x 20, 8 blocks)": lambda c: monte_carlo_var_tasks(mean, cov, w, n_scenarios=2_000_000, n_tasks=8, dist="student_t", seed=0, client=c),
     }
+    from distributed import get_task_stream
     rows = {}
     t = time.perf_counter()
     with dask_client(n_workers=2, threads_per_worker=1) as client:
         start_s = time.perf_counter() - t
         for name, job in jobs.items():
-            serial = best_of(lambda: job(None), repeat)
-            dask = best_of(lambda: job(client), repeat)
+            # one warm-up run per path (numba compiles, worker imports), then one timed run each
+            serial_out, _ = timed(lambda: job(None)); _, serial = timed(lambda: job(None))
+            dask_out, _ = timed(lambda: job(client))
+            with get_task_stream(client) as ts:
+                _, dask = timed(lambda: job(client))
             rows[name] = {"single_process_s": round(serial, 3), "dask_2_workers_s": round(dask, 3), "speedup": round(serial / dask, 2),
-                          "identical": bool(same(job(None), job(client))), "split": split_of(client, lambda: job(client))}
+                          "identical": bool(same(serial_out, dask_out)), "split": split_of(ts)}
+            print(f"{name}: {rows[name]}", flush=True)
     table = pd.DataFrame({k: {c: v for c, v in r.items() if c != "split"} for k, r in rows.items()}).T
     print(f"LocalCluster start-up (2 processes x 1 thread): {start_s:.2f} s; cores on this machine: {os.cpu_count()}")
     print(table.to_string())

@@ -9,7 +9,8 @@ from trading.analytics.stage_metrics import claim_row, strategy_row, write_stage
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-REPORT_DIRS = {"prepare": "prepare", "backtest": "backtests", "options": "options", "risk": "risk", "train_regime": "train_regime", "paper": "paper"}
+REPORT_DIRS = {"prepare": "prepare", "backtest": "backtests", "options": "options", "risk": "risk", "train_regime": "train_regime", "paper": "paper",
+               "walkforward": "walkforward"}
 TERMINAL = 220  # characters: a maximised 1080p terminal; the nested metrics.json files made a 95,503-character line
 # (the Path column alone is 97 wide: DVC prints each row's file, and the risk claims have 69-character names)
 
@@ -53,6 +54,7 @@ def _headlines():
         "risk": {"limits": {"limited buy_and_hold_kill_switch_only": {"max_drawdown": -0.402573}}, "claims": claims("risk")},
         "train_regime": {"index": {"SMA 10-month timing": {"cagr": 0.059, "max_drawdown": -0.1926}}, "claims": claims("train_regime")},
         "paper": {"runs": {r["name"]: {"agree": True} for r in PARAMS["paper"]["runs"]}},
+        "walkforward": {"walkforward": {f"walkforward_{PARAMS['walkforward']['study']['strategy']}_oos": {"cagr": 0.061581, "sharpe": 0.630652, "max_drawdown": -0.215}}},
     }
 
 
