@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     ccxt_exchange: str = "coinbase"
     ccxt_api_key: SecretStr | None = None
     ccxt_secret: SecretStr | None = None
+    dask_scheduler_address: str | None = None  # e.g. "tcp://10.0.0.5:8786": sweeps, walk-forward folds and Monte Carlo run there; None = a LocalCluster
 
     @field_validator("db_url", mode="after")
     @classmethod
