@@ -64,6 +64,7 @@ bench: install snapshot services
 	$(PY) bench/risk_speed.py
 	$(PY) bench/live_speed.py
 	$(PY) bench/dask_speed.py  # research work on a 2-process LocalCluster vs one process: speed-up, identical numbers, task split
+	$(PY) bench/rl_speed.py
 
 # Crash harness: 1,000 SIGKILLs of a paper bot at named points of the order lifecycle, then 200 of a bot trading
 # through alpaca-py against the loopback fake Alpaca (CI runs 50 + 20 of them in make test); the store's own soak:
@@ -77,6 +78,7 @@ soak: install
 	$(PY) tests/fuzz_input.py --cases 5000
 	$(PY) tests/net_soak.py --full  # network layer: 1,000 orders vs the fake's (6x compressed) 200/min limit, 30 s drops x 10 min (20x compressed), faults
 	$(PY) tests/soak_lock_bytes.py params.yaml  # the regime artifact: same bytes under 1 and 2 BLAS threads (dvc.lock stays put)
+	$(PY) tests/soak_rl_bytes.py params.yaml  # the rl checkpoints and reports: same bytes under 1 and 2 BLAS threads, in-process and on dask workers
 
 readme: install
 	$(PY) tools/readme.py

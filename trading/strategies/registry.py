@@ -15,7 +15,7 @@ from .base import Strategy
 __all__ = ['STRATEGY_MODULES', 'strategy_classes', 'snake_name', 'make_strategy']
 
 # %% ../../nbs/strategies/99_registry.ipynb #aa66c465
-STRATEGY_MODULES = ("trading.options.strategies", "trading.crypto.strategies")  # strategies that live outside `trading.strategies`
+STRATEGY_MODULES = ("trading.options.strategies", "trading.crypto.strategies", "trading.ml.rl.policy")  # strategies that live outside `trading.strategies` (option books, crypto, learned policies)
 
 def strategy_classes() -> dict[str, type[Strategy]]:
     "Every concrete Strategy subclass defined in the modules of `trading.strategies` (and `STRATEGY_MODULES`), by class name."
