@@ -104,7 +104,6 @@ def alpaca_news(symbols: list[str] | None, # symbols to ask for (None: all news)
                 url_override: str | None = None, # a loopback fake's URL in tests
                 backfill_latency: pd.Timedelta | None = None, # None: live, ts_seen = now; else: archive, see `alpaca_news_item`
                 timeout: float = 30.0, # seconds per request (the project's deadline adapter)
-                limit: int = 50, # items per page
                ) -> list[TextItem]:
     "News from Alpaca through alpaca-py's `NewsClient`, every page, as `TextItem`s."
     from alpaca.data.historical.news import NewsClient
@@ -113,7 +112,7 @@ def alpaca_news(symbols: list[str] | None, # symbols to ask for (None: all news)
     client = NewsClient(api_key, secret_key, url_override=url_override)
     mount(client._session, deadline_adapter(timeout))
     req = NewsRequest(symbols=",".join(symbols) if symbols else None, start=_utc(start, "start").to_pydatetime(),
-                      end=_utc(end, "end").to_pydatetime(), limit=limit)
+                      end=_utc(end, "end").to_pydatetime())  # no `limit`: alpaca-py reads it as a cap on the *total*, not per page
     try: got = client.get_news(req)
     except Exception as e: raise SourceUnavailableError(f"alpaca news: {type(e).__name__}: {str(e)[:200]}") from None
     now = pd.Timestamp.now(tz="UTC")
@@ -160,15 +159,18 @@ class SocialClient:
         mount(self.session, deadline_adapter(timeout))
         self.retry = RetryPolicy(max_retries=max_retries, backoff=backoff)
 
-    def _get(self, url: str, params: dict) -> dict:
+    def _get(self, url: str, params: dict) -> str:
         import requests
+        from trading.net.http import retry_after_seconds
+        class Transient(SourceUnavailableError):
+            def __init__(self, msg, retry_after=None): super().__init__(msg); self.retry_after = retry_after
         def once():
-            r = self.session.get(url, params=params)
-            if r.status_code >= 500 or r.status_code == 429: raise SourceUnavailableError(f"{url}: HTTP {r.status_code}")
+            try: r = self.session.get(url, params=params)
+            except requests.RequestException as e: raise Transient(f"{url}: {type(e).__name__}") from None
+            if r.status_code >= 500 or r.status_code == 429: raise Transient(f"{url}: HTTP {r.status_code}", retry_after_seconds(r.headers))
             if r.status_code != 200: raise DataValidationError("http_status", f"HTTP {r.status_code}: {r.text[:200]}", source=url)
             return r.text
-        try: return self.retry.call(once)
-        except requests.RequestException as e: raise SourceUnavailableError(f"{url}: {type(e).__name__}") from None
+        return self.retry.call(once, retryable=lambda e: isinstance(e, Transient), retry_after=lambda e: getattr(e, "retry_after", None))
 
     def stream(self, symbol: str, # e.g. AAPL or BTC.X
                pages: int = 1, # pages to read (newest first)
