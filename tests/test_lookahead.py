@@ -15,7 +15,7 @@ from trading.strategies.registry import strategy_classes
 CLASSES = strategy_classes()
 # recomputing these at a decision bar refits models (HMMs, GARCH) on all the history up to it: thinned, evenly
 # spaced with the first and last decision kept; every other strategy is replayed at every decision bar
-THINNED = {"RegimeAdaptive": 4}
+THINNED = {"RegimeAdaptive": 4, "SentimentSectorRotation": 12}  # sector rotation itself is replayed at every decision
 OPTION_CHECKS = 6
 
 

@@ -152,8 +152,19 @@ import nltk; nltk.data.path[:] = [sys.argv[1]]  # an empty directory: any NLTK d
 from trading.nlp.models import LMScorer, MiniLMEncoder, VaderScorer
 import os
 assert os.environ.get("HF_HUB_OFFLINE") is None
-e = MiniLMEncoder().encode(["Profit rose", "Losses widened"])
+import numpy as np
+from trading.nlp.models import MiniLMSentiment
+enc = MiniLMEncoder()
+texts = ["Revenue rose 20% on strong demand", "Revenue fell 20% on weak demand", "The cafeteria serves soup on Fridays", "x"]
+e = enc.encode(texts, batch_size=3)
 assert os.environ["HF_HUB_OFFLINE"] == "1"
+assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)  # L2-normalised
+assert np.allclose(enc.encode([texts[1]])[0], e[1], atol=1e-5)  # length-sorting and batching keep each text's embedding
+tiny = ["Profit surged and guidance was raised", "Shares soared after a record quarter", "Losses deepened and the dividend was cut",
+        "The stock plunged after a fraud probe", "The annual meeting is scheduled for May", "The company will report results on Thursday"]
+m = MiniLMSentiment(enc).fit(tiny, [1, 1, -1, -1, 0, 0])
+sc = m.score(["Earnings jumped and the outlook improved", "Bankruptcy fears sent the shares down"])
+assert m.name.startswith("minilm-logreg:") and sc[0] > sc[1], sc
 print(e.shape, LMScorer().score(["Losses widened"])[0], VaderScorer().score(["great"])[0] > 0)
 """
 
@@ -164,7 +175,7 @@ def test_models_load_with_the_network_switched_off(tmp_path):
     (tmp_path / "nltk").mkdir()
     out = subprocess.run([sys.executable, "-c", OFFLINE, str(tmp_path / "nltk")], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["(2,", "384)", "-1.0", "True"]
+    assert out.stdout.split() == ["(4,", "384)", "-1.0", "True"]
 
 
 def test_the_sentiment_panel_is_point_in_time():
