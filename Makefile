@@ -65,6 +65,7 @@ bench: install snapshot services
 	$(PY) bench/live_speed.py
 	$(PY) bench/dask_speed.py  # research work on a 2-process LocalCluster vs one process: speed-up, identical numbers, task split
 	$(PY) bench/rl_speed.py
+	$(PY) bench/sentiment_speed.py  # encoder vs lexicons; the 100,000-headline goal extrapolated from 4,000 (--full measures it)
 
 # Crash harness: 1,000 SIGKILLs of a paper bot at named points of the order lifecycle, then 200 of a bot trading
 # through alpaca-py against the loopback fake Alpaca (CI runs 50 + 20 of them in make test); the store's own soak:

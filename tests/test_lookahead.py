@@ -15,7 +15,7 @@ from trading.strategies.registry import strategy_classes
 CLASSES = strategy_classes()
 # recomputing these at a decision bar refits models (HMMs, GARCH) on all the history up to it: thinned, evenly
 # spaced with the first and last decision kept; every other strategy is replayed at every decision bar
-THINNED = {"RegimeAdaptive": 4, "DQNPolicy": 25}  # DQNPolicy decides at every bar: 25 of ~1,700 replayed
+THINNED = {"RegimeAdaptive": 4, "DQNPolicy": 25, "SentimentSectorRotation": 12}  # DQNPolicy decides at every bar (25 of ~1,700 replayed); sector rotation itself is replayed at every decision
 OPTION_CHECKS = 6
 
 

@@ -4,6 +4,9 @@ Bars: `GET /v2/stocks/bars` and `GET /v1beta3/crypto/us/bars` answer
 `{"bars": {"SYM": [{"t","o","h","l","c","v","n","vw"}, ...]}, "next_page_token": str | null}`, paginated over
 all requested symbols (sorted by symbol, then time) with an opaque `page_token`, exactly as the real API does.
 Latest quotes/trades: `/v2/stocks/{quotes,trades}/latest` and `/v1beta3/crypto/us/latest/{quotes,trades}`.
+News: `GET /v1beta1/news` answers `{"news": [article, ...], "next_page_token": str | null}`, newest first (sort=desc,
+the API's default), filtered by `symbols`, `start`, `end`, paginated with an opaque `page_token` (articles: the recorded
+format, e.g. `trading.nlp.fixtures.fixture_alpaca_news`; keys starting with `_` are fixture bookkeeping, not sent).
 """
 from __future__ import annotations
 
@@ -39,10 +42,13 @@ class AlpacaServer(LoopbackServer):
                  splits: dict | None = None, # symbol -> (first RFC3339 timestamp after the split, ratio): adjusted bars before it are divided by ratio
                  page_size: int = 10_000, # the server's own cap on bars per page (the real API: 10 000)
                  keys: tuple[str, str] | None = None, # (key id, secret) the stock endpoints require; None accepts anything
+                 news: list[dict] | None = None, # Alpaca news articles (wire format)
+                 news_page_size: int = 50, # the server's cap on articles per page (the real API: 50)
                 ):
         super().__init__()
         self.stock_bars, self.crypto_bars = stock_bars or {}, crypto_bars or {}
         self.splits, self.page_size, self.keys = splits or {}, page_size, keys
+        self.news, self.news_page_size = news or [], news_page_size
         self.loop_page_token = False  # fault: every page points at the same next page (a token that loops)
         self.short_pagination = False  # fault: the first page says it is the last (next_page_token null) though more rows exist
 
@@ -93,7 +99,20 @@ class AlpacaServer(LoopbackServer):
                 out[s] = dict(t=last["t"], x="V", p=last["c"], s=100, c=["@"], i=52983525029461, z="C")
         return 200, {kind: out}
 
+    def _news(self, query):
+        symbols = {s for s in query.get("symbols", "").split(",") if s}
+        start, end = query.get("start"), query.get("end")
+        rows = [{k: v for k, v in a.items() if not k.startswith("_")} for a in self.news
+                if (not symbols or symbols & set(a["symbols"])) and (not start or a["created_at"] >= _norm(start))
+                and (not end or a["created_at"] <= _norm(end))]
+        rows.sort(key=lambda a: a["created_at"], reverse=query.get("sort", "desc") != "asc")
+        limit = min(int(query.get("limit") or 10), self.news_page_size)
+        offset = int(base64.b64decode(query["page_token"]).decode()) if query.get("page_token") else 0
+        nxt = offset + limit if offset + limit < len(rows) else None
+        return 200, {"news": rows[offset:offset + limit], "next_page_token": base64.b64encode(str(nxt).encode()).decode() if nxt else None}
+
     def route(self, path, query, headers):
+        if path == "/v1beta1/news": return self._news(query) if self._authorised(headers) else (401, {"message": "unauthorized."})
         if path.startswith("/v2/stocks") and not self._authorised(headers):
             return 401, {"message": "unauthorized."}
         if path == "/v2/stocks/bars": return self._bars(self.stock_bars, query, query.get("adjustment"))

