@@ -23,8 +23,8 @@ from .universe import UNIVERSES, get_universe
 from .macro import MACRO_COLUMNS, load_bundled_macro
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'SOURCES', 'write_parquet', 'write_snapshot', 'make_source', 'write_source_snapshot', 'Snapshot',
-           'load_snapshot', 'main']
+__all__ = ['SCHEMA_VERSION', 'SOURCES', 'write_parquet', 'progress', 'write_snapshot', 'make_source', 'write_source_snapshot',
+           'Snapshot', 'load_snapshot', 'main']
 
 # %% ../../nbs/data/06_snapshot.ipynb #08378379
 SCHEMA_VERSION = 1
@@ -114,6 +114,11 @@ def _build(out: Path, fill) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
+def progress(items, desc: str, unit: str):
+    "A progress bar on stderr while `items` are worked through; shown in a terminal only (no noise in logs, tests and CI)."
+    from tqdm.auto import tqdm
+    return tqdm(items, desc=desc, unit=unit, disable=None, file=sys.stderr, leave=False)
+
 def write_snapshot(out: str | Path = "data", # target directory (replaced atomically)
                    datasets: list[str] | None = None, # bundled dataset names; None for all
                    source: str = "bundled", # `bundled`, or `alpaca`, `ccxt`, `csv` (see `write_source_snapshot`)
@@ -130,7 +135,7 @@ def write_snapshot(out: str | Path = "data", # target directory (replaced atomic
 
     def fill(tmp):
         manifest = dict(schema_version=SCHEMA_VERSION, source=source, datasets={}, macro=None)
-        for name in src.datasets:
+        for name in progress(src.datasets, "snapshot", "dataset"):
             ds = BUNDLED[name]
             bars = BundledSource([name]).bars()
             rel = f"bars/{name}.parquet"
