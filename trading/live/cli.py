@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         common(sp)
         sp.add_argument("--name", required=True, help="bot name")
         if name == "halt": sp.add_argument("--reason", default="operator halt")
+        if name == "status": sp.add_argument("--max-data-age", default=None, help="readiness: a last bar older than this ('3D', '90s') by the bot's clock is stale")
     return p
 
 # %% ../../nbs/live/05_cli.ipynb #9cc84b4a
@@ -145,13 +146,18 @@ def _has_runs(engine) -> bool:
 # %% ../../nbs/live/05_cli.ipynb #1501e27e
 def _fmt(df: pd.DataFrame) -> str: return "(none)" if df.empty else df.to_string(index=False)
 
-def status_text(om: OrderManager) -> str:
-    "State, cash, equity inputs, positions and open orders of a bot, as text."
+def status_text(om: OrderManager,
+                max_data_age=None, # readiness: the data freshness limit (None: any marked bar is fresh)
+               ) -> str:
+    "State, cash, equity inputs, positions, open orders and readiness (with reasons) of a bot, as text."
     pos = om.positions()
     lines = [f"bot        {om.bot}", f"broker     {om.broker.name}", f"state      {om.state.value}", f"journal    {om.durability}",
              f"cash       {om.cash().quantize(Decimal('0.01')) + 0:,.2f}",  # + 0 turns a rounded -0.00 into 0.00
              "positions  " + (", ".join(f"{s} {q.quantize(Decimal('1e-9')).normalize():f}" for s, q in pos.items()) or "(flat)"),
              f"orders     {len(om.orders())} ({len(om.orders(open_only=True))} open), fills {len(om.fills())}"]
+    from trading.monitor.exporter import readiness  # the same checks as the bot's /readyz (imported late: monitor sits above live)
+    r = readiness(om, max_data_age)
+    lines += [f"ready      {'yes' if r.ready else 'NO'}"] + [f"  {l}" for l in r.text().splitlines()]
     return "\n".join(lines)
 
 def flatten(om: OrderManager, ts=None) -> list:
@@ -208,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "run": return _run(args)
         om = _manager(args)
-        if args.cmd == "status": print(status_text(om))
+        if args.cmd == "status": print(status_text(om, args.max_data_age))
         elif args.cmd == "orders": print(_fmt(om.orders()))
         elif args.cmd == "positions": print("\n".join(f"{s} {q.normalize():f}" for s, q in om.positions().items()) or "(flat)")
         elif args.cmd == "halt": om.set_state(TradingState.HALTED, args.reason); print(f"{om.bot}: halted")
