@@ -18,7 +18,7 @@ import pytest
 from conftest import BIN, ROOT, run
 from monitor_bot import PaperBotThread
 from trading.monitor import services
-from trading.monitor.metrics import write_stage_metrics
+from trading.monitor.metrics import write_stage_prom
 
 pytestmark = pytest.mark.skipif(not (Path(services.PROMETHEUS).exists() and Path(services.ALERTMANAGER).exists()),
                                 reason="Debian prometheus / prometheus-alertmanager not installed (make services)")
@@ -61,7 +61,7 @@ def _wait(cond, timeout, what):
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mon")
     stages = tmp / "stages"
-    write_stage_metrics("prepare", 2.5, True, rows=120, out_dir=stages)
+    write_stage_prom("prepare", 2.5, True, rows=120, out_dir=stages)
     bot = PaperBotThread(tmp, textfile_dir=stages).start()
     hook = Webhook()
     am_port = services.free_port()

@@ -29,7 +29,7 @@ def _kick_all(srv, code=1012, reason="server restart"):
 
 def test_a_reconnecting_client_misses_nothing_the_bot_journals(tmp_path):
     bot = PaperBotThread(tmp_path, bar_seconds=0.02)
-    bot.data = bot.data.until(bot.data.index[160])  # 130 bars after warm-up
+    bot.data = bot.data.until(bot.data.index[80])  # 50 bars after warm-up
     hub = StreamHub(buffer=100_000)
     srv = StreamServer(hub, TOKEN).start()
     feed = StoreFeed(bot.om.engine, hub, from_start=True, interval=0.05)
@@ -38,8 +38,8 @@ def test_a_reconnecting_client_misses_nothing_the_bot_journals(tmp_path):
                                   on_event=lambda e: received[e["topic"]].append(e)).start()
     bot.start(); feed.start()
     kicks = 0
-    while bot._thread.is_alive():  # cut the client off every 0.3 s while the bot trades
-        time.sleep(0.3)
+    while bot._thread.is_alive():  # cut the client off every 0.2 s while the bot trades
+        time.sleep(0.2)
         if srv.clients: _kick_all(srv); kicks += 1
     assert bot.error is None
     time.sleep(0.3); feed.poll()  # the last rows

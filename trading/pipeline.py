@@ -173,8 +173,8 @@ def _record_stage_metrics(stage: str, seconds: float, ok: bool, out_dir: Path, m
     "Write the stage's `.prom` textfile; a failure to write it is logged, never fails the stage."
     import logging
     try:
-        from .monitor.metrics import stage_rows, write_stage_metrics
-        write_stage_metrics(stage, seconds, ok, rows=stage_rows(out_dir) if ok else None, out_dir=metrics_dir)
+        from .monitor.metrics import stage_rows, write_stage_prom
+        write_stage_prom(stage, seconds, ok, rows=stage_rows(out_dir) if ok else None, out_dir=metrics_dir)
     except Exception as e: logging.getLogger(__name__).warning("stage %s: metrics textfile not written: %s", stage, e)
 
 def _stage_list(root: Path) -> str:
