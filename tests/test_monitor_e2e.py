@@ -128,3 +128,19 @@ def test_an_induced_halt_reaches_the_webhook(stack):
     assert e.value.code == 503 and "e2e test halt" in e.value.read().decode()
     res = run(BIN / "trading-bot", "status", "--db", bot.db, "--state-dir", bot.state_dir, "--name", "e2e")
     assert "ready      NO" in res.stdout and "halted: e2e test halt" in res.stdout, res.stdout
+
+
+def test_trading_bot_run_serves_metrics_and_a_stream_while_it_runs(tmp_path):
+    import os
+    targets = tmp_path / "targets"
+    base = [BIN / "trading-bot", "run", "--strategy", "sma_crossover", "--params", '{"fast": 3, "slow": 10}', "--bars", "20",
+            "--db", f"sqlite:///{tmp_path}/bots.db", "--state-dir", tmp_path / "bots", "--metrics-port", "0", "--metrics-targets", targets]
+    res = run(*base, "--stream-port", "0", check=False)  # no TRADING_STREAM_TOKEN in the environment
+    assert res.returncode == 2 and "TRADING_STREAM_TOKEN" in res.stderr, res.stderr
+    env = {**os.environ, "TRADING_STREAM_TOKEN": "t" * 24, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    import subprocess
+    res = subprocess.run([str(a) for a in base + ["--stream-port", "0", "--name", "cli-mon"]], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"metrics http://127\.0\.0\.1:\d+/metrics", res.stdout) and re.search(r"stream ws://127\.0\.0\.1:\d+", res.stdout), res.stdout
+    assert "t" * 24 not in res.stdout + res.stderr
+    assert targets.is_dir() and not list(targets.glob("*.json"))  # registered while running, gone when the bot stopped
