@@ -63,7 +63,6 @@ class PaperBotThread:
         start = 30
         self.venue.on_bar(self.data.index[start - 1], bars_at(self.data, start - 1))
         self.om.start({"strategy": "sma_crossover"}, strategy="SMACrossover")
-        self.metrics.ws_reconnects.inc(0)
         self.exporter.start()
         self._thread = threading.Thread(target=self._loop, args=(start,), daemon=True)
         self._thread.start()
