@@ -50,7 +50,9 @@ def clients_proc(url, token, n, total, ready, out, batch):
     lat, results = asyncio.run(main())
     lost = sum(total - len(set(s)) for s in results.values())
     ordered = all(s == list(range(1, total + 1)) for s in results.values())
-    out.put({"lat": np.asarray(lat), "lost": lost, "ordered": ordered, "clients": len(results)})
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out.put({"lat": np.asarray(lat), "lost": lost, "ordered": ordered, "clients": len(results), "cpu": ru.ru_utime + ru.ru_stime})
 
 
 def main(argv=None):
@@ -79,17 +81,24 @@ def main(argv=None):
             hub.publish("fills", {"i": i, "t_pub": time.time(), "symbol": "AAA", "qty": "1", "price": "100.00"}, bot="bench")
         return time.perf_counter() - t0
 
+    import resource
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     th = threading.Thread(target=publisher); th.start(); th.join()
     pub_s = time.perf_counter() - t0
     res = out.get(timeout=600)
     wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    server_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     proc.join(30); srv.stop()
     lat = res["lat"] * 1e3
     print(f"stream load ({'one event per frame' if a.no_batch else 'batched frames'}): {res['clients']} clients x {a.rate:,} events/s x {a.seconds:g} s = {total:,} events published, "
           f"{len(lat):,} deliveries")
     print(f"  publish took {pub_s:.2f} s (target {a.seconds:g} s: {a.seconds / pub_s:.2f}x of the asked rate); all delivered after {wall:.2f} s")
     print(f"  lost {res['lost']} (seq gaps or missing), in order and gap-free: {res['ordered']}; slow clients dropped: {srv.dropped_slow}")
+    n = max(len(lat), 1)
+    print(f"  CPU: server + publisher {server_cpu:.2f} s ({server_cpu / n * 1e6:.1f} us per delivery), clients {res['cpu']:.2f} s "
+          f"({res['cpu'] / n * 1e6:.1f} us per delivery); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"  delivery latency ms: p50 {np.percentile(lat, 50):.1f}  p90 {np.percentile(lat, 90):.1f}  p99 {np.percentile(lat, 99):.1f}  max {lat.max():.1f}")
     return 0 if res["lost"] == 0 and res["ordered"] else 1
 
