@@ -15,7 +15,7 @@ export TRADING_TEST_PG_URL ?= postgresql+psycopg://trading:trading@127.0.0.1:543
 WHEELS := $(wildcard /opt/wheels)
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS)) -c requirements.lock
 
-.PHONY: run install services snapshot lab test nbtest pytest bench soak readme lock clean
+.PHONY: run install services snapshot lab test nbtest pytest bench soak readme lock clean monitor
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -66,6 +66,7 @@ bench: install snapshot services
 	$(PY) bench/dask_speed.py  # research work on a 2-process LocalCluster vs one process: speed-up, identical numbers, task split
 	$(PY) bench/rl_speed.py
 	$(PY) bench/sentiment_speed.py  # encoder vs lexicons; the 100,000-headline goal extrapolated from 4,000 (--full measures it)
+	$(PY) bench/stream_load.py  # WebSocket stream: 50 clients x 1,000 events/s, loss and p99 delivery latency
 
 # Crash harness: 1,000 SIGKILLs of a paper bot at named points of the order lifecycle, then 200 of a bot trading
 # through alpaca-py against the loopback fake Alpaca (CI runs 50 + 20 of them in make test); the store's own soak:
@@ -80,6 +81,11 @@ soak: install
 	$(PY) tests/net_soak.py --full  # network layer: 1,000 orders vs the fake's (6x compressed) 200/min limit, 30 s drops x 10 min (20x compressed), faults
 	$(PY) tests/soak_lock_bytes.py params.yaml  # the regime artifact: same bytes under 1 and 2 BLAS threads (dvc.lock stays put)
 	$(PY) tests/soak_rl_bytes.py params.yaml  # the rl checkpoints and reports: same bytes under 1 and 2 BLAS threads, in-process and on dask workers
+
+# Prometheus (127.0.0.1:9090) and Alertmanager (127.0.0.1:9093) with the configs in monitor/, data in artifacts/monitor;
+# bots' exporters register in monitor/targets/. Ctrl-C stops both (nbs/monitor/02_services.ipynb).
+monitor: install services
+	$(PY) -c 'from trading.monitor.services import main; raise SystemExit(main())'
 
 readme: install
 	$(PY) tools/readme.py

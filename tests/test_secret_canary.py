@@ -114,3 +114,90 @@ def test_trading_bot_error_paths(env, tmp_path):
     _run(env, tmp_path, BIN / "trading-bot", "run", "--strategy", "sma_crossover", "--broker", "alpaca", "--iterations", "1",
          "--trading-url", "http://127.0.0.1:9", "--data-url", "http://127.0.0.1:9", "--request-timeout", "1")
     _run(env, tmp_path, BIN / "trading-bot", "run", "--strategy", "no_such_strategy", "--params", f'{{"k": "{SECRET}"}}')
+
+
+# --- monitoring and streams (trading.monitor) ---------------------------------------------------------------------
+MONITOR_SCRIPT = r'''
+import asyncio, json, logging, os, sys, time, urllib.request, urllib.error
+from pathlib import Path
+sys.path.insert(0, os.environ["TESTS_DIR"])
+out = Path(sys.argv[1])
+logging.basicConfig(level=logging.DEBUG, handlers=[logging.FileHandler(out / "debug.log"), logging.StreamHandler(sys.stderr)],
+                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+from trading.core.settings import Settings, install_redaction
+settings = Settings()
+install_redaction(settings)
+from monitor_bot import PaperBotThread
+from trading.monitor.metrics import write_stage_prom
+from trading.monitor.stream import StoreFeed, StreamHub, StreamServer, ThreadedStreamClient
+from trading.pipeline import _record_stage_metrics
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r: return r.read().decode()
+    except urllib.error.HTTPError as e: return e.read().decode()
+
+# a bot whose settings hold every secret, its exporter, a stream of its journal, stage metrics
+_record_stage_metrics("prepare", 1.0, True, out, out / "metrics")
+bot = PaperBotThread(out, bar_seconds=0.0, textfile_dir=out / "metrics")
+bot.data = bot.data.until(bot.data.index[50])
+hub = StreamHub()
+token = os.environ["STREAM_TOKEN"]
+srv = StreamServer(hub, token).start()
+feed = StoreFeed(bot.om.engine, hub, from_start=True, interval=0.05)
+client = ThreadedStreamClient(srv.url, token).start()
+bot.start(); feed.start()
+bot._thread.join(120); time.sleep(0.3); feed.poll()
+frames = []
+while True:
+    try: frames.append(client.get(timeout=1.0))
+    except Exception: break
+(out / "stream.jsonl").write_text("\n".join(json.dumps(f) for f in frames))
+assert any(f.get("topic") == "fills" for f in frames), "no fills streamed"
+# an attacker tries a secret as the stream token, and garbage
+async def hello(frame):
+    from websockets.asyncio.client import connect
+    async with connect(srv.url) as ws:
+        await ws.send(frame)
+        try: await ws.recv()
+        except Exception as e: return repr(e)
+for f in (json.dumps({"token": os.environ["APCA_API_SECRET_KEY"]}), os.environ["APCA_API_KEY_ID"]):
+    print("refused:", asyncio.run(hello(f)))
+(out / "metrics.txt").write_text(get(bot.exporter.url + "/metrics"))
+(out / "readyz.json").write_text(get(bot.exporter.url + "/readyz") + get(bot.exporter.url + "/healthz") + get(bot.exporter.url + "/nope"))
+# the store goes away: a PostgreSQL URL whose password is a canary, on a port nobody serves
+from trading.store.engine import make_engine
+bot.om.engine = make_engine(settings.db_url, lock_timeout=None)
+(out / "metrics_down.txt").write_text(get(bot.exporter.url + "/metrics"))
+(out / "readyz_down.json").write_text(get(bot.exporter.url + "/readyz"))
+from trading.monitor.exporter import readiness
+print(readiness(bot.om).text())
+try:
+    bot.om.engine.connect()
+except Exception:
+    logging.getLogger("canary").exception("store down")
+client.stop(); feed.stop(); srv.stop(); bot.exporter.stop()
+'''
+
+
+def test_monitor_servers_and_streams_never_show_a_secret(env, tmp_path):
+    "A bot, its exporter, its stream and a stage's metrics at DEBUG with every canary set: logs, tracebacks, /metrics, /readyz, stream payloads, .prom files and the DB dump hold none."
+    import sqlite3
+    out = tmp_path / "out"; out.mkdir()
+    e = {**env, "TESTS_DIR": str(os.path.dirname(os.path.abspath(__file__))), "STREAM_TOKEN": SECRET + "-stream-token",
+         "TRADING_DB_URL": f"postgresql+psycopg://trading:{DB_PW}@127.0.0.1:9/trading"}
+    res = subprocess.run([sys.executable, "-c", MONITOR_SCRIPT, str(out)], env=e, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_no_canary(res.stdout + res.stderr, "monitor script output")
+    assert res.stdout.count("refused:") == 2 and "4401" in res.stdout
+    assert "DEBUG" in (out / "debug.log").read_text()
+    assert "Traceback" in res.stderr  # the store-down traceback was logged (and is checked)
+    dump = "\n".join(sqlite3.connect(out / "e2e.db").iterdump())
+    files = {p.name: p.read_text(errors="replace") for p in out.rglob("*") if p.is_file() and p.suffix in (".log", ".txt", ".json", ".jsonl", ".prom")}
+    assert {"debug.log", "metrics.txt", "readyz.json", "stream.jsonl", "prepare.prom", "metrics_down.txt", "readyz_down.json"} <= set(files)
+    assert 'trading_store_up{bot="e2e"} 0.0' in files["metrics_down.txt"]  # the scrape answered while the store was down
+    for name, text in {**files, "db dump": dump}.items():
+        assert_no_canary(text, name)
+    # the stream token is a secret too
+    for name, text in {**files, "db dump": dump, "output": res.stdout + res.stderr}.items():
+        assert e["STREAM_TOKEN"] not in text, name

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 from .core.cliargs import OneLineParser, name_arg, run_cli
 from .core.errors import InputValidationError, TradingError
@@ -137,6 +138,7 @@ def run_stage(stage: str, # stage name: notebook nbs/pipeline/<stage>.ipynb, par
               reports_dir: str | Path = "reports", # HTML goes to reports_dir/<stage>/<stage>.html
               out_dir: str | Path | None = None, # or exactly here (relative to root)
               progress: bool = True, # papermill's per-cell progress bar on stderr
+              metrics_dir: str | Path | None = "artifacts/metrics", # the run's Prometheus textfile goes here (relative to root); None: none
              ) -> Path:
     "Execute a stage notebook with papermill and render its report; returns the HTML path."
     import nbformat, papermill as pm
@@ -147,18 +149,31 @@ def run_stage(stage: str, # stage name: notebook nbs/pipeline/<stage>.ipynb, par
     nb_in = root / "nbs" / "pipeline" / f"{stage}.ipynb"
     params = check_stage_params(stage, stage_params(stage, root / params_file), stage_parameter_names(nb_in), params_file)
     out_dir = root / (out_dir if out_dir is not None else Path(reports_dir) / stage)
-    with tempfile.TemporaryDirectory() as tmp:
-        executed = Path(tmp) / f"{stage}.ipynb"
-        try:
-            pm.execute_notebook(str(nb_in), str(executed), parameters=params, cwd=str(root), kernel_name="python3",
-                                progress_bar=progress, report_mode=False, kernel_manager_class=quiet_kernel_manager(tmp))
-        except pm.PapermillExecutionError:
-            if executed.exists(): render_html(_reproducible(nbformat.read(executed, as_version=4)), out_dir / f"{stage}.failed.html")
-            raise
-        html = out_dir / f"{stage}.html"
-        render_html(_reproducible(nbformat.read(executed, as_version=4)), html)
-    (out_dir / f"{stage}.failed.html").unlink(missing_ok=True)
-    return html
+    t0, ok = time.monotonic(), False
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            executed = Path(tmp) / f"{stage}.ipynb"
+            try:
+                pm.execute_notebook(str(nb_in), str(executed), parameters=params, cwd=str(root), kernel_name="python3",
+                                    progress_bar=progress, report_mode=False, kernel_manager_class=quiet_kernel_manager(tmp))
+            except pm.PapermillExecutionError:
+                if executed.exists(): render_html(_reproducible(nbformat.read(executed, as_version=4)), out_dir / f"{stage}.failed.html")
+                raise
+            html = out_dir / f"{stage}.html"
+            render_html(_reproducible(nbformat.read(executed, as_version=4)), html)
+        (out_dir / f"{stage}.failed.html").unlink(missing_ok=True)
+        ok = True
+        return html
+    finally:  # pass or fail, the run leaves its metrics textfile (trading.monitor.metrics)
+        if metrics_dir is not None: _record_stage_metrics(stage, time.monotonic() - t0, ok, out_dir, root / metrics_dir)
+
+def _record_stage_metrics(stage: str, seconds: float, ok: bool, out_dir: Path, metrics_dir: Path) -> None:
+    "Write the stage's `.prom` textfile; a failure to write it is logged, never fails the stage."
+    import logging
+    try:
+        from .monitor.metrics import stage_rows, write_stage_prom
+        write_stage_prom(stage, seconds, ok, rows=stage_rows(out_dir) if ok else None, out_dir=metrics_dir)
+    except Exception as e: logging.getLogger(__name__).warning("stage %s: metrics textfile not written: %s", stage, e)
 
 def _stage_list(root: Path) -> str:
     "One line per stage: name and the title of its notebook."

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--max-gross", type=float, default=1.0, help="risk limit: gross exposure / equity (1 = no leverage)")
     r.add_argument("--max-weight", type=float, default=None, help="risk limit: largest |weight| of one symbol")
     r.add_argument("--max-drawdown", type=float, default=None, help="kill switch: only risk-reducing orders below this drawdown from peak")
+    r.add_argument("--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz on 127.0.0.1:PORT while running (0: any free port)")
+    r.add_argument("--metrics-targets", default=None, help="register the exporter for Prometheus file discovery in this folder (e.g. monitor/targets)")
+    r.add_argument("--stream-port", type=int, default=None, help="WebSocket stream of orders, fills and equity on 127.0.0.1:PORT (token: TRADING_STREAM_TOKEN)")
     for name, help_ in [("status", "state, cash, positions, open orders"), ("orders", "the bot's orders"), ("positions", "positions from the fill journal"),
                         ("halt", "stop sending orders"), ("resume", "back to ACTIVE"), ("flatten", "REDUCING, then close every position"),
                         ("reconcile", "compare the journal with the venue now")]:
@@ -74,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         common(sp)
         sp.add_argument("--name", required=True, help="bot name")
         if name == "halt": sp.add_argument("--reason", default="operator halt")
+        if name == "status": sp.add_argument("--max-data-age", default=None, help="readiness: a last bar older than this ('3D', '90s') by the bot's clock is stale")
     return p
 
 # %% ../../nbs/live/05_cli.ipynb #9cc84b4a
@@ -146,13 +151,18 @@ def _has_runs(engine) -> bool:
 # %% ../../nbs/live/05_cli.ipynb #1501e27e
 def _fmt(df: pd.DataFrame) -> str: return "(none)" if df.empty else df.to_string(index=False)
 
-def status_text(om: OrderManager) -> str:
-    "State, cash, equity inputs, positions and open orders of a bot, as text."
+def status_text(om: OrderManager,
+                max_data_age=None, # readiness: the data freshness limit (None: any marked bar is fresh)
+               ) -> str:
+    "State, cash, equity inputs, positions, open orders and readiness (with reasons) of a bot, as text."
     pos = om.positions()
     lines = [f"bot        {om.bot}", f"broker     {om.broker.name}", f"state      {om.state.value}", f"journal    {om.durability}",
              f"cash       {om.cash().quantize(Decimal('0.01')) + 0:,.2f}",  # + 0 turns a rounded -0.00 into 0.00
              "positions  " + (", ".join(f"{s} {q.quantize(Decimal('1e-9')).normalize():f}" for s, q in pos.items()) or "(flat)"),
              f"orders     {len(om.orders())} ({len(om.orders(open_only=True))} open), fills {len(om.fills())}"]
+    from trading.monitor.exporter import readiness  # the same checks as the bot's /readyz (imported late: monitor sits above live)
+    r = readiness(om, max_data_age)
+    lines += [f"ready      {'yes' if r.ready else 'NO'}"] + [f"  {l}" for l in r.text().splitlines()]
     return "\n".join(lines)
 
 def flatten(om: OrderManager, ts=None) -> list:
@@ -205,7 +215,9 @@ def _run(args) -> int:
     print(f"bot {om.bot}: {type(strategy).__name__}({json.dumps(args.params)}) on {broker.name}, {len(symbols)} symbols, "
           f"bars {data.index[need].date()}..{data.index[-1].date()}; reconciled ({'ok' if rep.explained else 'MISMATCH'})")
     limits = RiskLimits(max_gross=args.max_gross, max_weight=args.max_weight, max_drawdown=args.max_drawdown)
-    run_simulated(BotRunner(om, strategy, limits=limits), venue, data, need)
+    runner = BotRunner(om, strategy, limits=limits)
+    with _monitoring(args, om, runner) as observe:
+        run_simulated(runner, venue, data, need, on_bar=lambda t: observe(data.until(t)))
     om.shutdown("replay finished")
     print(status_text(om))
     print("\nlast orders:\n" + _fmt(om.orders().tail(8)[["client_order_id", "symbol", "side", "qty", "filled_qty", "status"]]))
@@ -214,15 +226,25 @@ def _run(args) -> int:
     print(f"equity {venue.equity():,.2f} (start {Decimal(args.cash):,.2f})")
     return 0
 
+def _monitoring(args, om: OrderManager, runner):
+    "The bot's exporter and stream server for the run (trading.monitor; imported late: monitor sits above live)."
+    import os
+    from trading.monitor.stream import monitoring
+    return monitoring(om, runner, metrics_port=args.metrics_port, stream_port=args.stream_port,
+                      stream_token=os.environ.get("TRADING_STREAM_TOKEN"), targets_dir=args.metrics_targets)
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `trading-bot`."
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     install_redaction(Settings())
     try:
-        if args.cmd == "run": return _run(args)
+        if args.cmd == "run":
+            if args.stream_port is not None and len(os.environ.get("TRADING_STREAM_TOKEN", "")) < 16:  # refused before the bot starts
+                raise InputValidationError("TRADING_STREAM_TOKEN", "(hidden)", "--stream-port needs a token of at least 16 characters in the environment")
+            return _run(args)
         om = _manager(args)
-        if args.cmd == "status": print(status_text(om))
+        if args.cmd == "status": print(status_text(om, args.max_data_age))
         elif args.cmd == "orders": print(_fmt(om.orders()))
         elif args.cmd == "positions": print("\n".join(f"{s} {q.normalize():f}" for s, q in om.positions().items()) or "(flat)")
         elif args.cmd == "halt": om.set_state(TradingState.HALTED, args.reason); print(f"{om.bot}: halted")
@@ -281,7 +303,12 @@ def _run_wallclock(args, strategy, broker, om: OrderManager, symbols: list[str],
           f"({'LIVE' if broker.is_live else 'paper'}), {len(symbols)} symbols, {args.timeframe} bars, every {args.interval:g} s, {loops}; "
           f"reconciled ({'ok' if rep.explained else 'MISMATCH'})")
     limits = RiskLimits(max_gross=args.max_gross, max_weight=args.max_weight, max_drawdown=args.max_drawdown)
-    try: n = run_wallclock(BotRunner(om, strategy, limits=limits), fetch, iterations=args.iterations, interval=args.interval)
+    runner = BotRunner(om, strategy, limits=limits)
+    try:
+        with _monitoring(args, om, runner) as observe:
+            def fetch_observed() -> MarketData:
+                data = fetch(); observe(data); return data
+            n = run_wallclock(runner, fetch_observed, iterations=args.iterations, interval=args.interval)
     except KeyboardInterrupt:
         om.shutdown("interrupted"); print(f"\n{om.bot}: interrupted"); return 130
     om.sync()  # the last loop's fills, so the journal is current when the bot stops
