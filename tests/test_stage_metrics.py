@@ -10,8 +10,8 @@ from trading.analytics.stage_metrics import claim_row, strategy_row, write_stage
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 REPORT_DIRS = {"prepare": "prepare", "backtest": "backtests", "options": "options", "risk": "risk", "train_regime": "train_regime", "paper": "paper",
-               "crypto": "crypto", "walkforward": "walkforward"}
-TERMINAL = 220  # characters: a maximised 1080p terminal; the nested metrics.json files made a 95,503-character line
+               "crypto": "crypto", "walkforward": "walkforward", "rl": "rl", "sentiment": "sentiment"}
+TERMINAL = 230  # characters: a maximised 1080p terminal (1,920 px at 8 px a column is 240); the nested metrics.json files made a 95,503-character line
 # (the Path column alone is 97 wide: DVC prints each row's file, and the risk claims have 69-character names)
 
 
@@ -58,6 +58,9 @@ def _headlines():
                    "claims": {c["name"]: claim_row({"verdict": "holds in part", "headline": 0.1234567}) for c in PARAMS["crypto"]["claims"]},
                    "lp_synthetic": {f"lp_{p['policy']}_{i}_synthetic": strategy_row(run_row) for i, p in enumerate(PARAMS["crypto"]["lp"]["policies"])}},
         "walkforward": {"walkforward": {f"walkforward_{PARAMS['walkforward']['study']['strategy']}_oos": {"cagr": 0.061581, "sharpe": 0.630652, "max_drawdown": -0.215}}},
+        "rl": {"books": {f"SP500_{b}": {"cagr": 0.061581, "sharpe": 0.630652, "max_drawdown": -0.215} for b in ("dqn_pooled", "buy_and_hold", "sma_crossover", "random_same_turnover")},
+               "claims": claims("rl")},
+        "sentiment": {"scorers": {m: {"accuracy": 0.6458333} for m in ("vader:3.3.2", "lm:0.1.1", "minilm-logreg:0123456789ab")}},
     }
 
 
@@ -71,5 +74,5 @@ def test_dvc_metrics_show_fits_a_terminal(tmp_path):
     lines = run("dvc", "metrics", "show", cwd=tmp_path).stdout.splitlines()
     header = lines[0].split()
     assert len(lines) == 1 + sum(len(g) for h in heads.values() for g in h.values())  # a row per run, strategy, dataset and claim
-    assert len(header) <= 11, header  # shared column names, not one per run x statistic
+    assert len(header) <= 12, header  # shared column names, not one per run x statistic
     assert max(map(len, lines)) <= TERMINAL, max(map(len, lines))
