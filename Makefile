@@ -15,7 +15,7 @@ export TRADING_TEST_PG_URL ?= postgresql+psycopg://trading:trading@127.0.0.1:543
 WHEELS := $(wildcard /opt/wheels)
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS)) -c requirements.lock
 
-.PHONY: run install services snapshot lab test nbtest pytest bench soak readme lock clean
+.PHONY: run install services snapshot lab dashboard test nbtest pytest bench soak readme lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +44,13 @@ run: install snapshot
 LAB_PORT ?= 8888
 lab: install
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser --notebook-dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# The trading dashboard (Voila): 127.0.0.1 only, a fresh token printed with the URL (TRADING_DASHBOARD_TOKEN=... sets
+# your own, which is then not printed), kernels without an open page culled after 10 min and at most 8 alive.
+# DASHBOARD_PORT=... picks another port; the plain `voila` line is in nbs/apps/05_serve.ipynb.
+DASHBOARD_PORT ?= 8866
+dashboard: install snapshot
+	$(PY) -m trading.apps.serve nbs/apps/dashboard.ipynb --port $(DASHBOARD_PORT)
 
 # Debian packages and servers the integration tests use (Chromium now; PostgreSQL when storage lands).
 services:
