@@ -83,6 +83,7 @@ soak: install
 	$(PY) tests/fuzz_input.py --cases 5000
 	$(PY) tests/net_soak.py --full  # network layer: 1,000 orders vs the fake's (6x compressed) 200/min limit, 30 s drops x 10 min (20x compressed), faults
 	$(PY) tests/soak_lock_bytes.py params.yaml  # the regime artifact: same bytes under 1 and 2 BLAS threads (dvc.lock stays put)
+	$(PY) tests/dashboard_soak.py --loads 30 --cap 4  # dashboard: kernels capped/culled over 30 loads, 503 when all pages are open, paint and update latency
 
 readme: install
 	$(PY) tools/readme.py
