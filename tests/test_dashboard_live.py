@@ -170,6 +170,8 @@ def test_dashboard_steers_a_paper_bot_in_a_browser(servers, tmp_path):
                 expect(page.locator("h3", has_text="Data explorer").first).to_be_visible(timeout=120_000)
                 page.wait_for_selector(".bqplot path.line >> visible=true", timeout=60_000)
             page.screenshot(path=str(shots / f"{view.lower()}.png"), full_page=True)
+            if os.environ.get("DASHBOARD_SCREENSHOTS"):  # the docs' pictures (nbs/apps/images)
+                page.screenshot(path=str(ROOT / os.environ["DASHBOARD_SCREENSHOTS"] / f"dashboard_{view.lower()}.png"), full_page=True)
             assert _no_horizontal_overflow(page), f"{view}: the page scrolls sideways"
             lap(f"screenshot {view}")
         _tab(page, "Control")
