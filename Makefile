@@ -15,7 +15,7 @@ export TRADING_TEST_PG_URL ?= postgresql+psycopg://trading:trading@127.0.0.1:543
 WHEELS := $(wildcard /opt/wheels)
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS)) -c requirements.lock
 
-.PHONY: run install services snapshot lab test nbtest pytest bench soak readme lock clean monitor
+.PHONY: run install services snapshot lab dashboard test nbtest pytest bench soak readme lock clean monitor
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +44,13 @@ run: install snapshot
 LAB_PORT ?= 8888
 lab: install
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser --notebook-dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# The trading dashboard (Voila): 127.0.0.1 only, a fresh token printed with the URL (TRADING_DASHBOARD_TOKEN=... sets
+# your own, which is then not printed), kernels without an open page culled after 10 min and at most 8 alive.
+# DASHBOARD_PORT=... picks another port; the plain `voila` line is in nbs/apps/05_serve.ipynb.
+DASHBOARD_PORT ?= 8866
+dashboard: install snapshot
+	$(PY) -m trading.apps.serve nbs/apps/dashboard.ipynb --port $(DASHBOARD_PORT)
 
 # Debian packages and servers the integration tests use (Chromium now; PostgreSQL when storage lands).
 services:
@@ -81,6 +88,7 @@ soak: install
 	$(PY) tests/net_soak.py --full  # network layer: 1,000 orders vs the fake's (6x compressed) 200/min limit, 30 s drops x 10 min (20x compressed), faults
 	$(PY) tests/soak_lock_bytes.py params.yaml  # the regime artifact: same bytes under 1 and 2 BLAS threads (dvc.lock stays put)
 	$(PY) tests/soak_rl_bytes.py params.yaml  # the rl checkpoints and reports: same bytes under 1 and 2 BLAS threads, in-process and on dask workers
+	$(PY) tests/dashboard_soak.py --loads 30 --cap 4  # dashboard: kernels capped/culled over 30 loads, 503 when all pages are open, paint and update latency
 
 # Prometheus (127.0.0.1:9090) and Alertmanager (127.0.0.1:9093) with the configs in monitor/, data in artifacts/monitor;
 # bots' exporters register in monitor/targets/. Ctrl-C stops both (nbs/monitor/02_services.ipynb).

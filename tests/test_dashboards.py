@@ -1,4 +1,5 @@
 """Voila dashboards served by a real Voila process on loopback, driven in headless Chromium by Playwright."""
+import os
 import socket
 import subprocess
 import time
@@ -10,7 +11,8 @@ import pytest
 
 from conftest import BIN, ROOT
 
-DASHBOARDS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "nbs" / "apps").glob("[!0-9_]*.ipynb"))
+# the trading dashboard is rendered and driven by tests/test_dashboard_live.py (a bots' store of its own)
+DASHBOARDS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "nbs" / "apps").glob("[!0-9_]*.ipynb") if p.name != "dashboard.ipynb")
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package, installed by tools/services.sh
 # the closed network refuses Chromium's background connections; keep it from trying
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -30,27 +32,35 @@ def data_dir():
     return ROOT / "data"
 
 
+def start_voila(notebook: str, procs: list, env: dict | None = None, **serve_kw) -> str:
+    "Serve `notebook` exactly as `make dashboard` does (loopback, a token, culled and capped kernels); returns the URL with the token."
+    from trading.apps.serve import token_of, voila_argv
+    port = _free_port()
+    argv = voila_argv(notebook, port, voila=str(BIN / "voila"), **serve_kw) + ["--show_tracebacks=True"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(proc)
+    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "voila/static/", timeout=5).close()
+            break
+        except urllib.error.HTTPError:  # any HTTP answer means the server is up
+            break
+        except OSError:
+            assert proc.poll() is None, f"voila exited with {proc.returncode}"
+            time.sleep(0.3)
+    else:
+        raise AssertionError(f"voila did not come up for {notebook}")
+    return f"{url}?token={token_of(argv)}"
+
+
 @pytest.fixture
 def voila(data_dir):
-    "Start Voila for a dashboard notebook on a free loopback port; yields its URL."
+    "Start Voila for a dashboard notebook on a free loopback port; yields a function returning its URL (token included)."
     procs = []
 
-    def start(notebook: str) -> str:
-        port = _free_port()
-        proc = subprocess.Popen([BIN / "voila", notebook, "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-                                 "--show_tracebacks=True"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(proc)
-        url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(url + "voila/static/", timeout=5).close()
-                return url
-            except urllib.error.HTTPError:  # any HTTP answer means the server is up
-                return url
-            except OSError:
-                assert proc.poll() is None, f"voila exited with {proc.returncode}"
-                time.sleep(0.3)
-        raise AssertionError(f"voila did not come up for {notebook}")
+    def start(notebook: str, **kw) -> str:
+        return start_voila(notebook, procs, **kw)
 
     yield start
     for p in procs:

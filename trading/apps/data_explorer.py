@@ -8,9 +8,29 @@ from pathlib import Path
 import pandas as pd
 from ..data.panels import price_panel, return_summary, returns_panel
 from ..data.snapshot import Snapshot, load_snapshot
+import math
+import numpy as np
+from ..core.errors import InputValidationError
 
 # %% auto #0
-__all__ = ['DataExplorer']
+__all__ = ['log_axis_ticks', 'DataExplorer']
+
+# %% ../../nbs/apps/00_data_explorer.ipynb #c2b54121
+def log_axis_ticks(lo: float, # smallest value on the axis (> 0)
+                   hi: float, # largest value on the axis
+                   max_ticks: int = 10) -> np.ndarray:
+    "Tick values for a log axis: 1-2-5 per decade on wide ranges, evenly spaced round values on short ones (which have no power of ten to label)."
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi): raise InputValidationError("lo, hi", (lo, hi), "finite with 0 < lo <= hi")
+    if hi / lo < 1.0001: lo, hi = lo / 1.01, hi * 1.01  # a flat line still gets an axis
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for mantissas in ((1,), (1, 2, 5)):
+        ticks = [m * 10.0 ** k for k in decades for m in mantissas if lo <= m * 10.0 ** k <= hi]
+        if 3 <= len(ticks) <= max_ticks: return np.array(ticks)
+    raw = (hi - lo) / max(max_ticks - 4, 2)
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw)
+    return np.round(np.arange(math.ceil(lo / step) * step, hi + step * 1e-9, step), 12)
+
 
 # %% ../../nbs/apps/00_data_explorer.ipynb #540d4806
 class DataExplorer:
@@ -72,10 +92,11 @@ class DataExplorer:
     def refresh(self):
         "Redraw charts and table from the current selection."
         if getattr(self, "_loading", False): return
+        if self.start.value and self.end.value and self.start.value > self.end.value:
+            return self._clear(f"<b>Nothing to show:</b> the window is inverted: From {self.start.value:%Y-%m-%d} is after To {self.end.value:%Y-%m-%d}.")
         p = self.window()
         if p.empty or p.shape[1] == 0:
-            self.status.value = "<b>Nothing to show:</b> pick at least one symbol and a window with data."
-            return
+            return self._clear("<b>Nothing to show:</b> pick at least one symbol and a window with data.")
         r = returns_panel(p)
         wealth = (1 + r.fillna(0)).cumprod()
         dd = wealth / wealth.cummax() - 1
@@ -83,9 +104,17 @@ class DataExplorer:
         for lines, frame in ((self.growth_lines, wealth), (self.drawdown_lines, dd)):
             with lines.hold_sync():
                 lines.x, lines.y, lines.labels = x, frame.to_numpy().T, list(frame.columns)
+        self.growth.axes[1].tick_values = log_axis_ticks(float(wealth.min().min()), float(wealth.max().max()))
         stats = return_summary(r).drop(columns=["first", "last"])
         self.table.value = stats.style.format({"n": "{:.0f}", **{c: "{:.2%}" for c in stats.columns if c != "n"}}).to_html()
         self.status.value = f"{self.dataset.value}: {p.shape[1]} symbols, {p.index[0]:%Y-%m-%d} to {p.index[-1]:%Y-%m-%d}, {len(p)} bars (real data)"
+
+    def _clear(self, why: str) -> None:
+        "Empty the charts and the table (a stale chart under a new status would mislead) and say why."
+        for lines in (self.growth_lines, self.drawdown_lines):
+            with lines.hold_sync(): lines.x, lines.y, lines.labels = np.array([], dtype="datetime64[ms]"), np.zeros((0, 0)), []
+        self.table.value = ""
+        self.status.value = why
 
     def _ipython_display_(self):
         from IPython.display import display
