@@ -80,14 +80,14 @@ def _bot(tmp_path, tag, strategy, data, start, incremental, limits=None):
     return orders, om.positions(), om.cash(), runner
 
 
-@pytest.mark.parametrize("strategy,limits", [(SMACrossover(fast=10, slow=40, allocation="equal"), None),
+@pytest.mark.parametrize("strategy,limits", [(SMACrossover(fast=5, slow=30, allocation="equal"), None),
                                              (strategy_classes()["CrossSectionalMomentum"](lookback=63, skip=5, top_k=2, rebalance="W"),
                                               RiskLimits(max_weight=0.4, max_gross=1.0))])
 def test_a_bot_with_steppers_places_the_same_orders(tmp_path, data, strategy, limits):
-    d = MarketData(data.close.iloc[:330], data.open.iloc[:330], data.high.iloc[:330], data.low.iloc[:330], data.volume.iloc[:330])
+    d = MarketData(*(getattr(data, f).iloc[:200] for f in ("close", "open", "high", "low", "volume")))
     fast = _bot(tmp_path, "inc", strategy, d, 120, True, limits)
     slow = _bot(tmp_path, "batch", strategy, d, 120, False, limits)
-    assert len(fast[0]) > 5
+    assert len(fast[0]) > 5, len(fast[0])
     pd.testing.assert_frame_equal(fast[0], slow[0])
     assert fast[1] == slow[1] and fast[2] == slow[2]
     assert fast[3]._stepper is not None and fast[3]._stepper.incremental and fast[3]._fed == len(d.index)
