@@ -64,6 +64,8 @@ bench: install snapshot services
 	$(PY) bench/risk_speed.py
 	$(PY) bench/live_speed.py
 	$(PY) bench/perbar_speed.py
+	$(PY) bench/cold_start.py
+	$(PY) bench/csv_import.py
 
 # Crash harness: 1,000 SIGKILLs of a paper bot at named points of the order lifecycle, then 200 of a bot trading
 # through alpaca-py against the loopback fake Alpaca (CI runs 50 + 20 of them in make test); the store's own soak:

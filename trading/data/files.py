@@ -56,8 +56,8 @@ def _read_csv_arrow(data: bytes, gz: bool) -> pd.DataFrame | None:
     except (pa.ArrowException, OSError, EOFError, UnicodeDecodeError):
         return None
     if table.num_rows == 0: return None  # header only: the pandas path reports it as the contract says
-    df = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
-    return df
+    # self_destruct: each column's arrow buffers are released as it is converted (the peak holds one copy, not two)
+    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get, self_destruct=True, split_blocks=True)
 
 def _read_table(path: Path, src: str, data: bytes | None = None) -> tuple[pd.DataFrame, str]:
     "The file as a frame (CSV cells as text, Parquet with its own types) and the sha256 of the very bytes parsed."
@@ -301,10 +301,11 @@ class FileSource(BarSource):
 
     def _fetch(self, symbols, start, end, timeframe):
         df = self._frame(pd.Timedelta(timeframe) == pd.Timedelta("1D"))
-        df = df[df["symbol"].isin(symbols)]
-        if start is not None: df = df[df["ts_event"] >= start]
-        if end is not None: df = df[df["ts_event"] <= end]
-        return df
+        keep = np.ones(len(df), bool)  # one mask, one copy (none when every row is kept)
+        if set(symbols) != set(pd.unique(df["symbol"])): keep &= df["symbol"].isin(symbols).to_numpy()
+        if start is not None: keep &= (df["ts_event"] >= start).to_numpy()
+        if end is not None: keep &= (df["ts_event"] <= end).to_numpy()
+        return df if keep.all() else df[keep]
 
     def bars(self, symbols=None, start=None, end=None, timeframe: str = "1D") -> pd.DataFrame:
         "Validated bars (see `BarSource.bars`); a rule broken is reported with the file and row it came from."
