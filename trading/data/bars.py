@@ -39,10 +39,10 @@ def to_bar_schema(df: pd.DataFrame, # frame with at least `ts_event`, `symbol`, 
     ts = df["ts_event"]
     # keep the timezone as given: validation, not casting, decides whether it is acceptable
     out["ts_event"] = ts.dt.as_unit("ns").array if isinstance(ts.dtype, pd.DatetimeTZDtype) else ts.to_numpy()
-    out["symbol"] = df["symbol"].astype("string").to_numpy()
+    out["symbol"] = df["symbol"].astype("string").array  # the string array itself: no Python object per row
     for c in ("open", "high", "low", "close", "volume"):
         out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64").to_numpy() if c in df.columns else np.nan
-    out["source"] = df["source"].astype("string").to_numpy() if "source" in df.columns else source
+    out["source"] = df["source"].astype("string").array if "source" in df.columns else source
     return out[BAR_COLUMNS].astype({"symbol": "string", "source": "string"})
 
 # %% ../../nbs/data/01_bars.ipynb #d78cae70

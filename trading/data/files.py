@@ -31,6 +31,32 @@ def read_file_bytes(path: Path, src: str) -> bytes:
     if suffix not in (".csv", ".csv.gz", ".txt", ".parquet", ".pq"): raise InputValidationError("path", src, "expected a .csv, .csv.gz or .parquet file")
     return path.read_bytes()
 
+_ARROW_NULLS = sorted({v for m in _MISSING_TEXT for v in (m, m.upper(), m.capitalize(), m.title())})
+
+def _read_csv_arrow(data: bytes, gz: bool) -> pd.DataFrame | None:
+    """A well-formed CSV in one multi-threaded pass of pyarrow's reader: price columns straight to float64 (missing markers
+    to NaN), text columns as arrow strings. None when the file is anything else (a cell that is no plain number, stray
+    whitespace, ragged rows, bad bytes): the pandas path below then reads it as text and names the row that is wrong."""
+    import pyarrow as pa
+    from pyarrow import csv as pacsv
+    try:
+        src = pa.BufferReader(data) if not gz else pa.CompressedInputStream(pa.BufferReader(data), "gzip")
+        head = pacsv.open_csv(src, read_options=pacsv.ReadOptions(block_size=1 << 16),
+                              convert_options=pacsv.ConvertOptions(column_types={}, strings_can_be_null=False)).schema.names
+        if len(set(head)) < len(head): return None  # repeated header names: the pandas path reports them
+        numeric = {c: pa.float64() for c in head if c.strip().lower() in _NUMERIC}
+        text = {c: pa.string() for c in head if c not in numeric}
+        src = pa.BufferReader(data) if not gz else pa.CompressedInputStream(pa.BufferReader(data), "gzip")
+        table = pacsv.read_csv(src, read_options=pacsv.ReadOptions(use_threads=True),
+                               parse_options=pacsv.ParseOptions(newlines_in_values=False),
+                               convert_options=pacsv.ConvertOptions(column_types=numeric | text, null_values=_ARROW_NULLS,
+                                                                    strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except (pa.ArrowException, OSError, EOFError, UnicodeDecodeError):
+        return None
+    if table.num_rows == 0: return None  # header only: the pandas path reports it as the contract says
+    # self_destruct: each column's arrow buffers are released as it is converted (the peak holds one copy, not two)
+    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get, self_destruct=True, split_blocks=True)
+
 def _read_table(path: Path, src: str, data: bytes | None = None) -> tuple[pd.DataFrame, str]:
     "The file as a frame (CSV cells as text, Parquet with its own types) and the sha256 of the very bytes parsed."
     if data is None: data = read_file_bytes(path, src)
@@ -38,6 +64,8 @@ def _read_table(path: Path, src: str, data: bytes | None = None) -> tuple[pd.Dat
     digest = hashlib.sha256(data).hexdigest()
     if not data: raise DataValidationError("empty_file", "file is empty (0 bytes)", source=src)
     if suffix in (".csv", ".csv.gz", ".txt"):
+        fast = _read_csv_arrow(data, suffix.endswith(".gz"))
+        if fast is not None: return fast, digest
         try: return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=True,
                                 compression="gzip" if suffix.endswith(".gz") else None), digest
         except pd.errors.EmptyDataError: raise DataValidationError("empty_file", "file has no header and no rows", source=src) from None
@@ -70,6 +98,11 @@ def _numbers(df: pd.DataFrame, col: str, src: str, typed: bool) -> pd.Series:
         raise DataValidationError("non_finite", f"column {col!r} row {i + 1} holds {s.iloc[i]!r}, which is not a finite number", symbol=_sym(df, i), count=int(inf.sum()), source=src, row=i + 1)
     return num
 
+def _all_text(s: pd.Series, none_ok: bool = False) -> bool:
+    "Every value is a str (or None/NA when `none_ok`): a string dtype answers without looking at each value."
+    if isinstance(s.dtype, pd.StringDtype): return none_ok or not s.isna().any()
+    return bool(s.map(lambda v: (none_ok and v is None) or isinstance(v, str)).all())
+
 def _sym(df, i):
     return str(df["symbol"].iloc[i]) if "symbol" in df.columns else None
 
@@ -86,8 +119,11 @@ def _timestamps(df: pd.DataFrame, tz: str, daily: bool, src: str) -> pd.Series:
         return (s.dt.tz_localize(None).dt.normalize().dt.tz_localize("UTC") if daily else s.dt.tz_convert("UTC")).dt.as_unit("ns")
     if pd.api.types.is_datetime64_dtype(s):
         return s.dt.normalize().dt.tz_localize("UTC").dt.as_unit("ns") if daily else _localize(s, tz, src)
-    if not (pd.api.types.is_string_dtype(s) or s.dtype == object) or not s.map(lambda v: v is None or isinstance(v, str)).all():
+    if not (pd.api.types.is_string_dtype(s) or s.dtype == object) or not _all_text(s, none_ok=True):
         raise DataValidationError("wrong_dtype", f"column 'ts_event' must hold ISO 8601 timestamps, not {s.dtype}", source=src)
+    dates = _plain_dates(s)
+    if dates is not None:  # every value a plain YYYY-MM-DD: one strict parse, no timezone questions (no offsets written)
+        return dates.dt.tz_localize("UTC").dt.as_unit("ns") if daily else _localize(dates, tz, src)
     text = s.astype("string").str.strip()
     if text.isna().any() or (text == "").any():
         i = int(np.argmax((text.isna() | (text == "")).to_numpy()))
@@ -126,6 +162,19 @@ def _timestamps(df: pd.DataFrame, tz: str, daily: bool, src: str) -> pd.Series:
     if aware.all(): return instants.dt.as_unit("ns")
     return _localize(pd.to_datetime(text, format="ISO8601"), tz, src)
 
+def _plain_dates(s: pd.Series) -> pd.Series | None:
+    "Naive datetimes when every value of an arrow string column is exactly a valid `YYYY-MM-DD`, else None (the general path decides)."
+    import pyarrow as pa, pyarrow.compute as pc
+    if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow") or s.isna().any(): return None
+    arr = pa.chunked_array(s.array._pa_array) if hasattr(s.array, "_pa_array") else pa.chunked_array([pa.array(s.to_numpy(object))])
+    if not pc.all(pc.match_substring_regex(arr, r"^\d{4}-\d{2}-\d{2}$")).as_py(): return None  # digits where the format says
+    ts = pc.strptime(arr, format="%Y-%m-%d", unit="ns", error_is_null=True)
+    if ts.null_count: return None
+    # strptime rolls an impossible date over (2021-02-30 -> 2021-03-02): the fields must read back as written
+    field = lambda a, b: pc.cast(pc.utf8_slice_codeunits(arr, a, b), pa.int64())
+    if not all(pc.all(pc.equal(f(ts), field(a, b))).as_py() for f, a, b in ((pc.year, 0, 4), (pc.month, 5, 7), (pc.day, 8, 10))): return None
+    return pd.Series(ts.to_numpy(), index=s.index)
+
 def _localize(s: pd.Series, tz: str, src: str) -> pd.Series:
     try: return s.dt.tz_localize(tz).dt.tz_convert("UTC").dt.as_unit("ns")
     except Exception as e:  # ambiguous or non-existent wall-clock times around a DST change
@@ -141,11 +190,12 @@ def read_bar_file(path: str | Path, # a .csv, .csv.gz or .parquet file following
                   tz: str = "UTC", # timezone of naive timestamps
                   daily: bool = True, # daily bars (label = date as written) or intraday (instant in UTC)
                   data: bytes | None = None, # the file's bytes when already read (see `read_file_bytes`); None reads them
+                  table: tuple[pd.DataFrame, str] | None = None, # the file already parsed (`_read_table`: frame, sha256); None parses it
                  ) -> pd.DataFrame:
     "One file under the column contract, with UTC `ts_event` and float prices; refuses contract breaches. `attrs['sha256']` hashes the bytes parsed."
     path = Path(path)
     src = str(path)
-    df, digest = _read_table(path, src, data)
+    df, digest = _read_table(path, src, data) if table is None else (table[0].copy(deep=False), table[1])
     typed = path.suffix.lower() in (".parquet", ".pq")
     cols = [str(c).strip().lower() for c in df.columns]
     if not typed:  # pandas renames a repeated CSV header `close` to `close.1`
@@ -159,7 +209,7 @@ def read_bar_file(path: str | Path, # a .csv, .csv.gz or .parquet file following
     extra = [c for c in cols if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
     if extra: raise DataValidationError("unexpected_columns", f"columns {extra} are not in the contract {REQUIRED_COLUMNS + OPTIONAL_COLUMNS}", source=src)
     if len(df) == 0: raise DataValidationError("empty_file", "file has a header but no rows", source=src)
-    if not (pd.api.types.is_string_dtype(df["symbol"]) or df["symbol"].dtype == object) or not df["symbol"].map(lambda v: isinstance(v, str)).all():
+    if not (pd.api.types.is_string_dtype(df["symbol"]) or df["symbol"].dtype == object) or not _all_text(df["symbol"]):
         raise DataValidationError("wrong_dtype", f"column 'symbol' must hold text, not {df['symbol'].dtype}", source=src)
     symbols = df["symbol"].str.strip()
     for sym in pd.unique(symbols):  # the grammar, with the row that first breaks it (empty symbols: `missing_symbol`, by the validator)
@@ -219,14 +269,14 @@ class FileSource(BarSource):
         self._universe = None if universe is None else set(universe)
         self._cache: dict[bool, pd.DataFrame] = {}
         self.file_hashes: dict[str, str] = {}  # path -> sha256 of the bytes that were parsed
-        self._bytes: dict[str, bytes] = {}  # path -> its bytes, read once for every parse (daily and intraday)
+        self._tables: dict[str, tuple] = {}  # path -> (the file parsed once, sha256 of its bytes), for both readings (daily and intraday)
 
     def _frame(self, daily: bool) -> pd.DataFrame:
         if daily not in self._cache:
             parts = []
             for p in self.paths:
-                if str(p) not in self._bytes: self._bytes[str(p)] = read_file_bytes(p, str(p))
-                df = read_bar_file(p, self.tz, daily, data=self._bytes[str(p)])
+                if str(p) not in self._tables: self._tables[str(p)] = _read_table(p, str(p))  # one read, one parse, one hash
+                df = read_bar_file(p, self.tz, daily, table=self._tables[str(p)])
                 self.file_hashes[str(p)] = df.attrs["sha256"]
                 if self._allowed is not None:
                     bad = ~df["symbol"].isin(self._allowed).to_numpy()
@@ -240,21 +290,28 @@ class FileSource(BarSource):
         return self._cache[daily]
 
     def symbols(self) -> list[str]:
-        return list(self._allowed) if self._allowed is not None else sorted(self._frame(False)["symbol"].unique().tolist())
+        if self._allowed is not None: return list(self._allowed)
+        frame = next(iter(self._cache.values()), None)  # both readings hold the same symbols: reuse one made already
+        return sorted((self._frame(False) if frame is None else frame)["symbol"].unique().tolist())
     def calendar_of(self, symbol: str) -> str:
         return self.calendar.get(symbol, "XNYS") if isinstance(self.calendar, dict) else self.calendar
     def max_gap_of(self, symbol: str) -> int: return self.max_gap
 
     def _fetch(self, symbols, start, end, timeframe):
         df = self._frame(pd.Timedelta(timeframe) == pd.Timedelta("1D"))
-        df = df[df["symbol"].isin(symbols)]
-        if start is not None: df = df[df["ts_event"] >= start]
-        if end is not None: df = df[df["ts_event"] <= end]
-        return df
+        keep = np.ones(len(df), bool)  # one mask, one copy (none when every row is kept)
+        if set(symbols) != set(pd.unique(df["symbol"])): keep &= df["symbol"].isin(symbols).to_numpy()
+        if start is not None: keep &= (df["ts_event"] >= start).to_numpy()
+        if end is not None: keep &= (df["ts_event"] <= end).to_numpy()
+        return df if keep.all() else df[keep]
 
-    def bars(self, *args, **kwargs) -> pd.DataFrame:
+    def bars(self, symbols=None, start=None, end=None, timeframe: str = "1D") -> pd.DataFrame:
         "Validated bars (see `BarSource.bars`); a rule broken is reported with the file and row it came from."
-        try: return super().bars(*args, **kwargs)
+        try:
+            try: daily = pd.Timedelta(timeframe) == pd.Timedelta("1D")
+            except (ValueError, TypeError): daily = None  # the base class names the bad timeframe
+            if daily is not None: self._frame(daily)  # the reading asked for, made first: `symbols()` reuses it (one parse, one conversion)
+            return super().bars(symbols, start, end, timeframe)
         except DataValidationError as e:
             for frame in self._cache.values():
                 if len(rows := _rows_of(frame, e.symbol, e.ts_event)):

@@ -21,6 +21,7 @@ from ..store.engine import read, write
 from ..store.records import append_event, read_equity, record_equity
 from ..store.schema import equity as equity_table, events
 from ..strategies.base import MarketData, Strategy
+from ..strategies.incremental import iter_bars
 from .manager import OrderManager, ReconcileMismatchError, TradingState, client_order_id
 from .paper import PaperVenue
 
@@ -44,6 +45,7 @@ class BotRunner:
                  order_type: OrderType = OrderType.MARKET, # market (next bar) or market_on_close (this close)
                  max_data_age=None, # pandas Timedelta (`"3D"`, `"90s"`): never trade on a last bar older than this (by the manager's clock); None: no limit
                  breaker_policy: str = "reducing", # an open order-entry circuit breaker moves the bot to `reducing` or `halted`
+                 incremental: bool = True, # decide with the strategy's stepper (only the new bars each step) where it has one
                 ):
         self.manager, self.strategy, self.limits, self.schedule = manager, strategy, limits, schedule
         self.sectors, self.allow_short, self.order_type = sectors or {}, allow_short, OrderType(order_type)
@@ -53,6 +55,21 @@ class BotRunner:
             if max_data_age <= pd.Timedelta(0): raise InputValidationError("max_data_age", max_data_age, "must be positive")
         if breaker_policy not in ("reducing", "halted"): raise InputValidationError("breaker_policy", breaker_policy, "expected 'reducing' or 'halted'")
         self.max_data_age, self.breaker_policy = max_data_age, TradingState(breaker_policy)
+        self.incremental, self._stepper = incremental, None
+
+    def strategy_targets(self, data: MarketData) -> pd.DataFrame:
+        "The strategy's targets over `data`: its stepper fed only the bars not seen yet, else its batch function on all of `data`."
+        n, st = len(data.index), self._stepper
+        if not self.incremental or not hasattr(self.strategy, "stepper"): return self.strategy.target_weights(data)
+        # the history it stepped through must still be the prefix of `data` (same symbols, same last bar); else start over
+        if st is None or st.symbols != data.symbols or self._fed > n or (self._fed and data.index[self._fed - 1] != self._last_ts):
+            st = self._stepper = self.strategy.stepper(data.symbols)
+            self._fed, self._rows = 0, np.empty((max(2 * n, 256), len(data.symbols)))
+        if not st.incremental: return self.strategy.target_weights(data)  # no stepper: the batch path is the cheaper fallback
+        if n > len(self._rows): self._rows = np.vstack([self._rows, np.empty((n, len(data.symbols)))])
+        for i, bar in enumerate(iter_bars(data, self._fed), start=self._fed): self._rows[i] = st.update(bar)
+        self._fed, self._last_ts = n, data.index[-1]
+        return pd.DataFrame(self._rows[:n].copy(), index=data.index, columns=data.close.columns)
 
     def _first_decision(self, t) -> pd.Timestamp:
         "The bar of the bot's first decision (t when it has none yet); read once, it never changes."
@@ -67,7 +84,7 @@ class BotRunner:
     def targets(self, data: MarketData) -> tuple[pd.Series, bool]:
         "The target weights at the last bar of `data` (after limits) and whether the schedule rebalances there."
         t = data.index[-1]
-        target = self.strategy.target_weights(data)
+        target = self.strategy_targets(data)
         if self.limits is not None:
             target = apply_limits(target, self.limits, self.sectors or None, data.close.pct_change(fill_method=None) if self.limits.var_budget else None)
         if self.manager.state is TradingState.REDUCING:  # winding down: the target is flat, on every bar until it is

@@ -61,25 +61,25 @@ def _stage_sqlite(conn: Connection, df: pd.DataFrame, timeframe: str):
     finally: cur.close()
 
 def _stage_postgres(conn: Connection, df: pd.DataFrame, timeframe: str):
-    conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS _stage_bars (symbol text, timeframe text, ts_event bigint, open float8, "
+    "COPY the rows into a temporary staging table, `ts_event` already a timestamptz: one text stream written by Arrow, no Python object per cell."
+    conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS _stage_bars (symbol text, timeframe text, ts_event timestamptz, open float8, "
                          "high float8, low float8, close float8, volume float8, source text) ON COMMIT DROP")
     conn.exec_driver_sql("TRUNCATE _stage_bars")
     import pyarrow as pa, pyarrow.csv as pacsv
-    ns = pd.DatetimeIndex(df["ts_event"]).as_unit("ns").asi8
+    ts = pd.DatetimeIndex(df["ts_event"]).as_unit("ns").asi8 // 1000  # exact microseconds (`_check_us` refused finer)
     table = pa.table(dict(symbol=pa.array(df["symbol"].astype(object), pa.string()), timeframe=pa.array([timeframe] * len(df), pa.string()),
-                          ts_event=pa.array(ns // 1000, pa.int64()),
+                          ts_event=pa.array(ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
                           **{c: pa.array(df[c].to_numpy(dtype="float64"), pa.float64(), from_pandas=True) for c in _VALUE_COLS[:-1]},
                           source=pa.array(df["source"].astype(object), pa.string())))
-    buf = pa.BufferOutputStream()  # Arrow writes shortest round-trip floats, nulls as unquoted empty fields (NULL to COPY)
+    buf = pa.BufferOutputStream()  # shortest round-trip floats, ISO timestamps with Z, nulls as unquoted empty fields (NULL to COPY)
     pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
     with conn.connection.driver_connection.cursor() as cur:
-        with cur.copy(f"COPY _stage_bars ({', '.join(_ALL)}) FROM STDIN (FORMAT csv)") as cp: cp.write(buf.getvalue().to_pybytes())
+        with cur.copy(f"COPY _stage_bars ({', '.join(_ALL)}) FROM STDIN (FORMAT csv)") as cp: cp.write(buf.getvalue())
+    conn.exec_driver_sql("ANALYZE _stage_bars")  # row counts for the planner: the conflict join hashes instead of probing per row
 
 def _staged(conn: Connection) -> str:
-    "The staged rows with `ts_event` in the storage type (PostgreSQL stages epoch microseconds, converted exactly here)."
-    if is_sqlite(conn): return "_stage_bars"
-    cols = ", ".join("timestamptz 'epoch' + ts_event * interval '1 microsecond' AS ts_event" if c == "ts_event" else c for c in _ALL)
-    return f"(SELECT {cols} FROM _stage_bars)"
+    "The staged rows (both engines stage `ts_event` in the storage type)."
+    return "_stage_bars"
 
 def _lock_keys(conn: Connection):
     """PostgreSQL: take a transaction-level advisory lock per (symbol, timeframe) being ingested, in sorted order.

@@ -93,6 +93,11 @@ class Strategy(Parametrized, ABC):
     def target_weights(self, data: MarketData) -> pd.DataFrame:
         "Target portfolio weights per bar (index and columns of `data.close`); NaN = keep current holdings."
 
+    def stepper(self, symbols: list[str]): # the columns of the bars it will be fed
+        "A per-bar decider (`.update(bar)` -> the target row at that bar), incremental where the strategy has one (`trading.strategies.incremental`)."
+        from trading.strategies.incremental import stepper_for  # the steppers live beside the strategies they mirror
+        return stepper_for(self, symbols)
+
 # %% ../../nbs/strategies/00_base.ipynb #1e922e7e
 class LookAheadError(TradingError):
     "A strategy's decision at some bar changed when data after that bar changed."
@@ -140,11 +145,15 @@ def replay_lookahead(strategy, # a Strategy, or any object with `target_weights(
                      rtol: float = 1e-9, # relative tolerance for float decisions (identical arithmetic gives identical numbers)
                      atol: float = 1e-12,
                      full: pd.DataFrame | None = None, # its decisions on all of `data`, when the caller already has them
+                     incremental: bool = False, # instead: batch == bar-by-bar stepper at every bar (cheap; strategies without a stepper are truncated at every bar)
                     ) -> ReplayReport:
     "Raise `LookAheadError` unless every decision at bar t is reproduced from data truncated at t; deterministic."
     decide = _decisions_of(strategy)
     name = getattr(strategy, "name", type(strategy).__name__)
     full = decide(data) if full is None else full
+    if incremental and not (isinstance(full, pd.DataFrame) and "ts_event" in full.columns):
+        from trading.strategies.incremental import replay_incremental
+        return replay_incremental(strategy, data, full=full)  # steppers repeat the batch arithmetic: equality, no tolerance
     long = isinstance(full, pd.DataFrame) and "ts_event" in full.columns
     if not long and not (isinstance(full, pd.DataFrame) and full.index.equals(data.index)):
         raise InputValidationError("decisions", type(full).__name__, "must be indexed like data.close, or an order frame with a ts_event column")
