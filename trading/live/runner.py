@@ -127,6 +127,14 @@ def check_venue(self: BotRunner) -> dict:
 
 # %% ../../nbs/live/04_runner.ipynb #d5497bd7
 @patch
+def _var_cov(self: BotRunner, data: MarketData) -> pd.DataFrame | None:
+    "One-bar return covariance over the VaR budget's lookback, as the backtest's limits use it (None: no budget, or too little history)."
+    lim = self.limits
+    if lim is None or lim.var_budget is None: return None
+    returns = data.close.pct_change(fill_method=None).iloc[1:].fillna(0.0)
+    return returns.tail(lim.var_lookback).cov() if len(returns) >= lim.var_lookback else None
+
+@patch
 def orders_for(self: BotRunner, data: MarketData) -> list[Order]:
     "The orders that move current holdings to the target at the last bar of `data` (empty when the schedule does not rebalance)."
     t = data.index[-1]
@@ -155,6 +163,7 @@ def orders_for(self: BotRunner, data: MarketData) -> list[Order]:
     after = {s: float(q) for s, q in held.items()}  # positions once the orders accepted so far have filled
     prices = {s: float(last[s]) for s in data.symbols if not math.isnan(last[s])}
     peak = self._peak(value) if self.limits is not None else None
+    cov = self._var_cov(data)
     syms = list(est)
     for i in np.argsort(np.array([est[s] for s in syms]), kind="mergesort"):
         s = syms[i]
@@ -172,7 +181,13 @@ def orders_for(self: BotRunner, data: MarketData) -> list[Order]:
                   time_in_force="cls" if self.order_type is OrderType.MARKET_ON_CLOSE else "day",
                   client_order_id=client_order_id(om.bot, t, seq), ts_created=om.clock())  # when the intent was made: unsent intents age from it
         if self.limits is not None:  # each order is checked on the book the earlier orders of this decision leave
-            chk = pre_trade_check(PortfolioState(max(value, 1e-9), after, prices, self.sectors, peak_equity=peak, multipliers=mult), o, self.limits)
+            limits = self.limits
+            if limits.var_budget is not None and cov is None:  # no risk estimate yet: only risk-reducing orders go (they always pass)
+                if not reducing:
+                    log.warning("risk check refused %s: the VaR budget needs %d bars of returns, %d here", o.client_order_id, limits.var_lookback, len(data.index) - 1)
+                    continue
+                limits = limits.model_copy(update={"var_budget": None})
+            chk = pre_trade_check(PortfolioState(max(value, 1e-9), after, prices, self.sectors, peak_equity=peak, multipliers=mult, cov=cov), o, limits)
             if not chk.accepted:
                 log.warning("risk check refused %s: %s", o.client_order_id, "; ".join(chk.reasons)); continue
         after[s] = after.get(s, 0.0) + float(o.signed_qty)

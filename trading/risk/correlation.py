@@ -41,8 +41,8 @@ class CovarianceSeries:
         tot = self.values.sum(axis=(1, 2)) - np.einsum("tii->t", self.values)
         return pd.Series(tot / (k * (k - 1)), self.index, name="average_correlation")
 
-def _panel(returns: pd.DataFrame) -> np.ndarray:
-    if not isinstance(returns, pd.DataFrame) or returns.shape[1] < 2: raise InputValidationError("returns", type(returns).__name__, "a DataFrame of at least 2 assets")
+def _panel(returns: pd.DataFrame, min_assets: int = 2) -> np.ndarray:
+    if not isinstance(returns, pd.DataFrame) or returns.shape[1] < min_assets: raise InputValidationError("returns", type(returns).__name__, f"a DataFrame of at least {min_assets} assets")
     x = returns.to_numpy(np.float64)
     if not np.isfinite(x).all(): raise InputValidationError("returns", int((~np.isfinite(x)).sum()), "non-finite returns: align/drop rows first")
     return x
@@ -71,7 +71,7 @@ def rolling_covariance(returns: pd.DataFrame, # simple per-bar returns, bars x a
                        window: int = 63, # bars
                       ) -> CovarianceSeries:
     "Sample covariance over the last `window` bars (NaN before the window is full)."
-    x = _panel(returns)
+    x = _panel(returns, min_assets=1)  # one asset's variance is a covariance too (a VaR budget on a single-asset book)
     if not (isinstance(window, (int, np.integer)) and 2 <= window <= len(x)): raise InputValidationError("window", window, f"an integer in [2, {len(x)}]")
     s1 = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x]), axis=0)
     s2 = np.cumsum(np.concatenate([np.zeros((1, x.shape[1], x.shape[1])), x[:, :, None] * x[:, None, :]]), axis=0)

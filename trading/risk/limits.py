@@ -72,7 +72,10 @@ def _trailing_cov(returns: pd.DataFrame | None, target: pd.DataFrame, lookback: 
     if returns is None or list(returns.columns) != list(target.columns): raise InputValidationError("returns", None, "a VaR budget needs returns with the targets' columns")
     pos = returns.index.get_indexer(target.index)
     if (pos < 0).any(): raise InputValidationError("returns", "misaligned", "returns must cover every bar of the targets (earlier history is welcome)")
-    return rolling_covariance(returns.iloc[:pos[-1] + 1].fillna(0.0), lookback).values[pos]
+    history = returns.iloc[:pos[-1] + 1].fillna(0.0)
+    if len(history) < lookback:  # too short for one estimate: every bar has none, and `_var_scale` keeps the book out
+        return np.full((len(pos), history.shape[1], history.shape[1]), np.nan)
+    return rolling_covariance(history, lookback).values[pos]
 
 def _bar_returns(returns: pd.DataFrame | None, target: pd.DataFrame) -> np.ndarray | None:
     "Asset returns on the targets' bars (for drifting the book), or None without returns."
