@@ -80,7 +80,8 @@ async def _hello(url, hello_frame):
     json.dumps(TOKEN), "not json {", json.dumps([{"token": TOKEN}]),
     json.dumps({"token": TOKEN, "topics": ["../etc"]}), json.dumps({"token": TOKEN, "since": {"orders": -1}}),
     json.dumps({"token": TOKEN, "since": {"orders": "5"}}), json.dumps({"token": TOKEN, "topics": []}),
-])
+], ids=["no-hello", "no-token", "one-char-off", "prefix", "number", "list", "null", "bare-string", "not-json", "array",
+        "bad-topic", "negative-since", "string-since", "no-topics"])  # named, not by value: the random token must not reach test ids (xdist workers collect the same names)
 def test_bad_hellos_are_refused_without_echoing_the_token(frame):
     hub = StreamHub()
     srv = StreamServer(hub, TOKEN, hello_timeout=1.0).start()
