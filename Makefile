@@ -59,8 +59,9 @@ services:
 nbtest: install snapshot  # some chapters read the pinned snapshot in data/
 	nbdev-test --n-workers 2
 
+# two workers, a test file per worker at a time (files share fixtures and scratch databases are per test): this machine has 2 cores
 pytest: install snapshot services
-	pytest -q
+	pytest -q -n 2 --dist loadfile
 
 test: nbtest pytest
 
