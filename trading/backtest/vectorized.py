@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 import numpy as np
 import pandas as pd
-from numba import njit
+from numba import njit, prange
 from ..core.errors import InputValidationError
 from ..analytics.metrics import TRADE_COLUMNS
 
