@@ -16,7 +16,7 @@ from numba import njit, prange
 from ..core.errors import InputValidationError
 from ..strategies.base import MarketData, Strategy
 from ..strategies.registry import snake_name, strategy_classes
-from ..strategies.rules import rolling_mean_nb
+from ..strategies.rules import rolling_mean_nb, shared_indicators
 from .vectorized import (BacktestResult, Execution, Schedule, _rows, _schedule_rule, _summarize_accounts,
                                          backtest_weights, check_execution)
 
@@ -173,18 +173,18 @@ def sweep_strategy(strategy: str | type[Strategy], # a registered strategy (clas
         else: pt = ct
         per_chunk = max(1, int(chunk_mb * 2**20 // (8 * n * max(k, 1))))  # parameter sets per chunk
         parts = []
-        for start in range(0, len(runs), per_chunk):
-            batch = runs[start:start + per_chunk]
-            stacked = np.empty((len(batch) * k, n))
-            for b, (_, s) in enumerate(batch):
-                tw = s.target_weights(data)
-                if not tw.index.equals(close.index) or list(tw.columns) != syms:
-                    raise InputValidationError("target_weights", s.name, "must share data.close's index and columns")
-                stacked[b * k:(b + 1) * k] = tw.to_numpy(np.float64).T
-            symbol_of = np.tile(np.arange(k), len(batch))
-            parts.append(_summarize_accounts(pt, ct, stacked, symbol_of, period_start, rule, execution != "close", threshold,
-                                             float(fee_rate), float(slippage), float(init_cash), bool(allow_leverage)))
-            del stacked
+        with shared_indicators():  # indicators (e.g. each SMA window) computed once for the whole grid
+            for start in range(0, len(runs), per_chunk):
+                batch = runs[start:start + per_chunk]
+                stacked = np.empty((len(batch) * k, n))
+                for b, (_, s) in enumerate(batch):
+                    tw = s.target_weights(data)
+                    if not tw.index.equals(close.index) or list(tw.columns) != syms:
+                        raise InputValidationError("target_weights", s.name, "must share data.close's index and columns")
+                    stacked[b * k:(b + 1) * k] = tw.to_numpy(np.float64).T
+                parts.append(_summarize_accounts(pt, ct, stacked, np.tile(np.arange(k), len(batch)), period_start, rule, execution != "close",
+                                                 threshold, float(fee_rate), float(slippage), float(init_cash), bool(allow_leverage)))
+                del stacked
         final, mdd, fills, sells, paid = (np.concatenate(a) for a in zip(*parts))
         out = pd.DataFrame({"final_value": final, "max_drawdown": mdd, "fills": fills, "sells": sells, "fees": paid},
                            index=pd.MultiIndex.from_tuples([tuple(p.get(c) for c in names) + (sym,) for p, _ in runs for sym in syms],
