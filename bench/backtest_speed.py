@@ -127,24 +127,33 @@ def peak_mib() -> float:
     return float("nan")
 
 
+def memory_worker(a):
+    "Peak memory of one call in a fresh process: compile/warm up on a tiny version of the job (so no big freed heap is retained), then one full call."
+    import copy
+    tiny = copy.copy(a); tiny.assets, tiny.bars, tiny.fast, tiny.slow = 3, 300, "2:4", "20:30:5"
+    small_fn, _ = make_job("signals_500" if a.job.startswith("signals") else a.job, a.lib, tiny)
+    small_fn()
+    fn, _ = make_job(a.job, a.lib, a)
+    import gc; gc.collect()
+    base = rss_mib()
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS counter (VmHWM) to the current RSS
+    fn()
+    print(json.dumps({"peak_mib": peak_mib() - base}))
+
+
 def worker(a):
-    "One fresh process: the first call is the cold sample; then `warm` timed calls; then one call with its peak memory."
+    "One fresh process: the first call is the cold sample; then `warm` timed calls."
+    if a.memory: return memory_worker(a)
     t_start = time.perf_counter()
     fn, as_array = make_job(a.job, a.lib, a)
     setup_s = time.perf_counter() - t_start
     t, c = time.perf_counter(), time.process_time(); out = fn(); cold = (time.perf_counter() - t, time.process_time() - c)
-    warm, mem = [], None
-    for w in range(a.warm):
-        if a.memory and w == a.warm - 1:  # the last warm call also gives the peak memory of one call
-            del out; out = None
-            import gc; gc.collect()
-            base = rss_mib()
-            Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS counter (VmHWM) to the current RSS
+    warm = []
+    for _ in range(a.warm):
         t, c = time.perf_counter(), time.process_time(); out = fn(); warm.append((time.perf_counter() - t, time.process_time() - c))
-        if a.memory and w == a.warm - 1: mem = peak_mib() - base
     if a.save: np.save(a.save, np.asarray(as_array(out), dtype=float))
     print(json.dumps({"cold_wall": cold[0], "cold_cpu": cold[1], "warm_wall": [w[0] for w in warm], "warm_cpu": [w[1] for w in warm],
-                      "peak_mib": mem, "setup_s": setup_s, "process_s": time.perf_counter() - t_start}))
+                      "setup_s": setup_s, "process_s": time.perf_counter() - t_start}))
 
 
 def spawn(job: str, lib: str, a, warm: int = 0, memory: bool = False, save: str | None = None) -> dict:
@@ -153,7 +162,7 @@ def spawn(job: str, lib: str, a, warm: int = 0, memory: bool = False, save: str 
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode: raise SystemExit(f"{job}/{lib} failed:\n{p.stderr[-3000:]}")
-    r = json.loads(p.stdout.strip().splitlines()[-1]); r["fresh_process_s"] = time.perf_counter() - t
+    r = json.loads(p.stdout.strip().splitlines()[-1]); r.setdefault("fresh_process_s", time.perf_counter() - t)
     return r
 
 
@@ -162,8 +171,9 @@ def stats(xs: list[float]) -> dict:
 
 
 def measure(job: str, lib: str, a, tmp: Path, cold_runs: int, warm_runs: int) -> dict:
-    "Warm runs (after the cold first call) in one fresh process, the last with its peak memory; cold first calls in `cold_runs` fresh processes."
-    first = spawn(job, lib, a, warm=warm_runs, memory=True, save=str(tmp / f"{job}-{lib}.npy"))
+    "Warm runs (after the cold first call) in one fresh process; cold first calls in `cold_runs` fresh processes; peak memory in one more."
+    first = spawn(job, lib, a, warm=warm_runs, save=str(tmp / f"{job}-{lib}.npy"))
+    first["peak_mib"] = spawn(job, lib, a, memory=True)["peak_mib"] if lib in ("ours", "vectorbt") else float("nan")
     colds = [first] + [spawn(job, lib, a) for _ in range(cold_runs - 1)]
     return {"warm_cpu": stats(first["warm_cpu"]), "warm_wall": stats(first["warm_wall"]),
             "cold_cpu": stats([c["cold_cpu"] for c in colds]), "cold_wall": stats([c["cold_wall"] for c in colds]),
