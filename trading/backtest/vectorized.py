@@ -8,22 +8,45 @@ from dataclasses import dataclass
 from typing import Literal
 import numpy as np
 import pandas as pd
-from numba import njit
+from numba import njit, prange
 from ..core.errors import InputValidationError
 from ..analytics.metrics import TRADE_COLUMNS
 
 # %% auto #0
-__all__ = ['Schedule', 'Execution', 'EXECUTIONS', 'BacktestResult', 'trades_frame', 'check_execution', 'next_bar',
-           'rebalance_mask', 'backtest_weights', 'signals_to_target', 'backtest_signals']
+__all__ = ['ON_CHANGE', 'ON_DECISION', 'EVERY_BAR', 'CALENDAR', 'Schedule', 'Execution', 'EXECUTIONS', 'BacktestResult',
+           'trades_frame', 'check_execution', 'next_bar', 'rebalance_mask', 'backtest_weights', 'signals_to_target',
+           'backtest_signals']
 
-# %% ../../nbs/backtest/01_vectorized.ipynb #ab0dec1f
+# %% ../../nbs/backtest/01_vectorized.ipynb #f9bacdaf
+@njit(cache=True)
+def _stable_order(keys, order, tmp):
+    "Indices of `keys` in ascending order, ties by index (what argsort(kind='mergesort') returns), into preallocated `order`; NaN sorts last."
+    k = len(keys)
+    for j in range(k): order[j] = j
+    width = 1
+    while width < k:  # bottom-up merge sort: no allocation per call
+        for lo in range(0, k, 2 * width):
+            mid = min(lo + width, k); hi = min(lo + 2 * width, k)
+            a = lo; b = mid; o = lo
+            while a < mid and b < hi:
+                x = keys[order[a]]; y = keys[order[b]]
+                if x <= y or np.isnan(y): tmp[o] = order[a]; a += 1
+                elif np.isnan(x) or x > y: tmp[o] = order[b]; b += 1
+                o += 1
+            while a < mid: tmp[o] = order[a]; a += 1; o += 1
+            while b < hi: tmp[o] = order[b]; b += 1; o += 1
+        for j in range(k): order[j] = tmp[j]
+        width *= 2
+    return order
+
 @njit(cache=True)
 def _simulate(price, close, target, rebalance, threshold, fee_rate, slippage, init_cash, allow_leverage):
-    "One account over n bars x k assets; returns cash (n,), shares (n,k), traded qty (n,k), exec price (n,k), fees (n,k)."
+    "One account over n bars x k assets (C-ordered: each bar's row is contiguous); returns cash (n,), shares, traded qty, exec price, fees (n,k)."
     n, k = close.shape
     cash_out = np.empty(n); shares_out = np.empty((n, k))
     traded = np.zeros((n, k)); fees = np.zeros((n, k)); exec_px = np.full((n, k), np.nan)
     shares = np.zeros(k); last = np.full(k, np.nan); cash = init_cash
+    est = np.empty(k); order = np.empty(k, np.int64); scratch = np.empty(k, np.int64)  # reused on every rebalance
     for i in range(n):
         if rebalance[i]:
             value = cash
@@ -42,11 +65,10 @@ def _simulate(price, close, target, rebalance, threshold, fee_rate, slippage, in
                 go = drift > threshold
             if go:
                 # order values at pre-trade NAV; execute ascending (sells, then small to large buys)
-                est = np.empty(k)
                 for j in range(k):
                     t = target[i, j]; p = price[i, j]
                     est[j] = t * value - shares[j] * p if not (np.isnan(t) or np.isnan(p) or p <= 0.0) else 0.0
-                for j in np.argsort(est, kind="mergesort"):
+                for j in _stable_order(est, order, scratch):
                     t = target[i, j]; p = price[i, j]
                     if np.isnan(t) or np.isnan(p) or p <= 0.0: continue
                     delta = t * value / p - shares[j]
@@ -67,16 +89,66 @@ def _simulate(price, close, target, rebalance, threshold, fee_rate, slippage, in
         for j in range(k): shares_out[i, j] = shares[j]
     return cash_out, shares_out, traded, exec_px, fees
 
-@njit(cache=True)
-def _simulate_independent(price, close, target, rebalance, threshold, fee_rate, slippage, init_cash, allow_leverage):
-    "One single-asset account per column (a sweep's layout)."
-    n, k = close.shape
-    cash = np.empty((n, k)); shares = np.empty((n, k)); traded = np.empty((n, k)); px = np.empty((n, k)); fees = np.empty((n, k))
-    for j in range(k):
-        c, s, t, p, f = _simulate(price[:, j:j + 1], close[:, j:j + 1], target[:, j:j + 1], rebalance[:, j], threshold,
-                                  fee_rate, slippage, init_cash, allow_leverage)
-        cash[:, j] = c; shares[:, j] = s[:, 0]; traded[:, j] = t[:, 0]; px[:, j] = p[:, 0]; fees[:, j] = f[:, 0]
-    return cash, shares, traded, px, fees
+# %% ../../nbs/backtest/01_vectorized.ipynb #6d4a141a
+ON_CHANGE, ON_DECISION, EVERY_BAR, CALENDAR = 0, 1, 2, 3  # rebalance rules, as the compiled kernels spell them
+
+@njit(cache=True, error_model="numpy")
+def _account(price, close, target, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage,
+             cash_o, shares_o, fee_o, notional_o, fill_i, fill_q, fill_p, fill_f):
+    "One single-asset account down one contiguous column: per-bar cash, shares, fees and traded notional; its fills; returns the fill count."
+    n = len(close)
+    cash = init_cash; shares = 0.0; last = np.nan; nf = 0
+    ff = np.nan; prev_ff = np.nan; prev_go = False  # the plan (forward-filled target, rebalance flag) of the previous bar
+    for i in range(n):
+        v = target[i]
+        was_decided = not np.isnan(ff)
+        changed = False
+        if not np.isnan(v):
+            changed = np.isnan(ff) or v != ff
+            ff = v
+        decided = not np.isnan(ff)
+        if rule == 0: plan_go = changed
+        elif rule == 1: plan_go = not np.isnan(v)
+        elif rule == 2: plan_go = decided
+        else: plan_go = decided and (period_start[i] or not was_decided)
+        if lag: t = prev_ff; go_bar = prev_go  # decided at i-1, acted on at i
+        else: t = ff; go_bar = plan_go
+        prev_ff = ff; prev_go = plan_go
+        fee_o[i] = 0.0; notional_o[i] = 0.0
+        if go_bar:
+            p = price[i]
+            if not np.isnan(p): last = p
+            value = cash
+            if shares != 0.0 and not np.isnan(last): value += shares * last
+            go = True
+            if threshold > 0.0 and value > 0.0:
+                drift = 0.0
+                if not np.isnan(t) and not np.isnan(p):
+                    w = shares * p / value
+                    drift = max(drift, abs(w - t))
+                go = drift > threshold
+            if go and not (np.isnan(t) or np.isnan(p) or p <= 0.0):
+                delta = t * value / p - shares
+                px = 0.0; fee = 0.0; trade = False
+                if delta < 0.0:
+                    px = p * (1.0 - slippage); fee = -delta * px * fee_rate
+                    cash += -delta * px - fee
+                    trade = True
+                elif delta > 0.0:
+                    px = p * (1.0 + slippage)
+                    if not allow_leverage:
+                        affordable = max(cash, 0.0) / (px * (1.0 + fee_rate))
+                        if delta > affordable: delta = affordable
+                    if delta > 0.0:
+                        fee = delta * px * fee_rate
+                        cash -= delta * px + fee
+                        trade = True
+                if trade:
+                    shares += delta
+                    fee_o[i] = fee; notional_o[i] = abs(delta * px)
+                    fill_i[nf] = i; fill_q[nf] = delta; fill_p[nf] = px; fill_f[nf] = fee; nf += 1
+        cash_o[i] = cash; shares_o[i] = shares
+    return nf
 
 # %% ../../nbs/backtest/01_vectorized.ipynb #1da0510f
 @njit(cache=True)
@@ -90,45 +162,103 @@ def _mark(close, shares, cash):
             value[i] += held[i, j]
     return value, held
 
-# %% ../../nbs/backtest/01_vectorized.ipynb #20c89568
+# %% ../../nbs/backtest/01_vectorized.ipynb #5fcf20e4
 @njit(cache=True)
 def _record(out, m, j, start, end, peak, entry_px, exit_px, pnl, fee):
     out[m, 0] = j; out[m, 1] = start; out[m, 2] = end; out[m, 3] = peak
     out[m, 4] = entry_px; out[m, 5] = exit_px; out[m, 6] = pnl; out[m, 7] = fee
 
 @njit(cache=True)
+def _column_episodes(out, m, j, fill_i, fill_q, fill_p, fill_f, nf, mark):
+    "Append column j's flat-to-flat episodes, from its `nf` fills (bar, signed qty, price, fee) in bar order, to `out` (grown when full); returns (out, m)."
+    if m + nf + 1 > len(out):  # each fill closes at most one episode, plus one left open
+        grown = np.empty((max(2 * len(out), m + nf + 1), 8)); grown[:m] = out[:m]; out = grown
+    pos = 0.0; start = -1; peak = 0.0; in_q = 0.0; in_n = 0.0; out_q = 0.0; out_n = 0.0; fee = 0.0; flow = 0.0
+    for r in range(nf):
+        i = fill_i[r]; q = fill_q[r]; p = fill_p[r]; f = fill_f[r]
+        remaining = q; f_left = f
+        while remaining != 0.0:
+            if pos == 0.0 and abs(remaining) < 1e-12: break  # float dust left by a flat target opens no trade
+            if pos == 0.0:
+                start = i; peak = 0.0; in_q = 0.0; in_n = 0.0; out_q = 0.0; out_n = 0.0; fee = 0.0; flow = 0.0
+            closing = pos != 0.0 and (pos > 0.0) != (remaining > 0.0)
+            part = remaining
+            if closing and abs(remaining) > abs(pos): part = -pos  # flip: close this trade first
+            share_f = f_left * (part / remaining) if remaining != 0.0 else 0.0
+            if closing: out_q += abs(part); out_n += abs(part) * p
+            else: in_q += abs(part); in_n += abs(part) * p
+            fee += share_f; flow += -part * p
+            pos += part
+            if abs(pos) < 1e-12 * max(1.0, abs(peak)): pos = 0.0
+            if abs(pos) > abs(peak): peak = pos
+            remaining -= part; f_left -= share_f
+            if pos == 0.0:
+                _record(out, m, j, start, i, peak, in_n / in_q, out_n / out_q, flow - fee, fee); m += 1
+    if pos != 0.0:  # still open: marked at the last close
+        _record(out, m, j, start, -1, peak, in_n / in_q, mark, flow + pos * mark - fee, fee); m += 1
+    return out, m
+
+@njit(cache=True)
 def _episodes(traded, exec_px, fees, close_last):
     "Per column, (col, entry_i, exit_i, peak_qty, entry_px, exit_px, pnl, fees) of every flat-to-flat episode (exit_i=-1: open)."
     n, k = traded.shape
-    out = np.empty((n * k + k, 8)); m = 0
+    out = np.empty((max(16, 2 * k), 8)); m = 0
+    fill_i = np.empty(n, np.int64); fill_q = np.empty(n); fill_p = np.empty(n); fill_f = np.empty(n)
     for j in range(k):
-        pos = 0.0; start = -1; peak = 0.0; in_q = 0.0; in_n = 0.0; out_q = 0.0; out_n = 0.0; fee = 0.0; flow = 0.0
+        nf = 0
         for i in range(n):
             q = traded[i, j]
             if q == 0.0: continue
-            p = exec_px[i, j]; f = fees[i, j]
-            remaining = q; f_left = f
-            while remaining != 0.0:
-                if pos == 0.0 and abs(remaining) < 1e-12: break  # float dust left by a flat target opens no trade
-                if pos == 0.0:
-                    start = i; peak = 0.0; in_q = 0.0; in_n = 0.0; out_q = 0.0; out_n = 0.0; fee = 0.0; flow = 0.0
-                closing = pos != 0.0 and (pos > 0.0) != (remaining > 0.0)
-                part = remaining
-                if closing and abs(remaining) > abs(pos): part = -pos  # flip: close this trade first
-                share_f = f_left * (part / remaining) if remaining != 0.0 else 0.0
-                if closing: out_q += abs(part); out_n += abs(part) * p
-                else: in_q += abs(part); in_n += abs(part) * p
-                fee += share_f; flow += -part * p
-                pos += part
-                if abs(pos) < 1e-12 * max(1.0, abs(peak)): pos = 0.0
-                if abs(pos) > abs(peak): peak = pos
-                remaining -= part; f_left -= share_f
-                if pos == 0.0:
-                    _record(out, m, j, start, i, peak, in_n / in_q, out_n / out_q, flow - fee, fee); m += 1
-        if pos != 0.0:  # still open: marked at the last close
-            mark = close_last[j]
-            _record(out, m, j, start, -1, peak, in_n / in_q, mark, flow + pos * mark - fee, fee); m += 1
+            fill_i[nf] = i; fill_q[nf] = q; fill_p[nf] = exec_px[i, j]; fill_f[nf] = fees[i, j]; nf += 1
+        out, m = _column_episodes(out, m, j, fill_i, fill_q, fill_p, fill_f, nf, close_last[j])
     return out[:m]
+
+# %% ../../nbs/backtest/01_vectorized.ipynb #27fee3a4
+@njit(cache=True, error_model="numpy")
+def _simulate_accounts(price, close, target, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage,
+                       equity, cash, shares, weights, fees, turnover):
+    "Independent accounts, one per row of the (k, n) inputs: fills the (k, n) equity, cash, shares, weights, fees, turnover; returns the episode records."
+    k, n = close.shape
+    fill_i = np.empty(n, np.int64); fill_q = np.empty(n); fill_p = np.empty(n); fill_f = np.empty(n)
+    out = np.empty((max(16, 2 * k), 8)); m = 0
+    for j in range(k):
+        nf = _account(price[j], close[j], target[j], period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage,
+                      cash[j], shares[j], fees[j], turnover[j], fill_i, fill_q, fill_p, fill_f)
+        last = np.nan
+        for i in range(n):  # marked at the last known close; turnover holds the traded notional until divided here
+            c = close[j, i]
+            if not np.isnan(c): last = c
+            held = shares[j, i] * (last if not np.isnan(last) else 0.0)
+            v = cash[j, i] + held
+            equity[j, i] = v; weights[j, i] = held / v; turnover[j, i] = turnover[j, i] / v
+        out, m = _column_episodes(out, m, j, fill_i, fill_q, fill_p, fill_f, nf, last)
+    return out[:m]
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _summarize_accounts(price, close, target, symbol_of, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage):
+    "Independent accounts as `_simulate_accounts`, row r trading symbol `symbol_of[r]` of price/close, keeping only final value, max drawdown, fills, sells and fees (parallel over rows)."
+    r_count, n = target.shape
+    final = np.empty(r_count); mdd = np.empty(r_count); fills = np.empty(r_count, np.int64); sells = np.empty(r_count, np.int64); paid = np.empty(r_count)
+    for r in prange(r_count):
+        j = symbol_of[r]
+        cash = np.empty(n); shares = np.empty(n); fees = np.empty(n); notional = np.empty(n)
+        fill_i = np.empty(n, np.int64); fill_q = np.empty(n); fill_p = np.empty(n); fill_f = np.empty(n)
+        nf = _account(price[j], close[j], target[r], period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage,
+                      cash, shares, fees, notional, fill_i, fill_q, fill_p, fill_f)
+        last = np.nan; peak = -np.inf; worst = 0.0; v = init_cash
+        for i in range(n):
+            c = close[j, i]
+            if not np.isnan(c): last = c
+            v = cash[i] + shares[i] * (last if not np.isnan(last) else 0.0)
+            if v > peak: peak = v
+            dd = v / peak - 1.0
+            if dd < worst: worst = dd
+        s = 0; f = 0.0
+        for q in range(nf):
+            if fill_q[q] < 0.0: s += 1
+            f += fill_f[q]
+        final[r] = v; mdd[r] = worst; fills[r] = nf; sells[r] = s; paid[r] = f
+    return final, mdd, fills, sells, paid
 
 # %% ../../nbs/backtest/01_vectorized.ipynb #b75c4c3f
 @dataclass
@@ -165,7 +295,7 @@ def trades_frame(records: np.ndarray, index: pd.DatetimeIndex, symbols: list[str
                          "return": records[:, 6] / (np.abs(qty) * entry), "fees": records[:, 7],
                          "bars_held": np.where(b >= 0, b, last) - a})
 
-# %% ../../nbs/backtest/01_vectorized.ipynb #147e9b2b
+# %% ../../nbs/backtest/01_vectorized.ipynb #574af4e2
 Schedule = Literal["on_change", "on_decision", "every_bar", "W", "M", "Q"] | float
 Execution = Literal["next_close", "next_open", "close"]
 EXECUTIONS = ("next_close", "next_open", "close")
@@ -197,6 +327,20 @@ def _ffill_changes(target):
             decided[i, j] = not np.isnan(last)
     return ff, decided, changed
 
+def _schedule_rule(schedule: Schedule, index: pd.DatetimeIndex) -> tuple[int, np.ndarray, float]:
+    "The compiled kernels' spelling of a schedule: rule code, first-bar-of-period flags (n,), drift threshold."
+    threshold = float(schedule) if isinstance(schedule, float) else 0.0
+    if isinstance(schedule, float):
+        if not threshold > 0: raise InputValidationError("schedule", schedule, "a drift threshold must be > 0")
+        return EVERY_BAR, np.zeros(len(index), bool), threshold
+    if schedule in ("W", "M", "Q"):
+        per = index.tz_convert(None).to_period(schedule)
+        # the first bar of each period: knowable on that bar (the last bar of a period is only known once the next bar arrives)
+        return CALENDAR, np.r_[True, per[1:] != per[:-1]][:len(index)], 0.0
+    rules = {"on_change": ON_CHANGE, "on_decision": ON_DECISION, "every_bar": EVERY_BAR}
+    if schedule not in rules: raise InputValidationError("schedule", schedule, "one of 'on_change', 'on_decision', 'every_bar', 'W', 'M', 'Q' or a drift threshold (float > 0)")
+    return rules[schedule], np.zeros(len(index), bool), 0.0
+
 def rebalance_mask(target: pd.DataFrame, # targets (NaN = no decision), forward-filled inside
                    schedule: Schedule = "on_change", # see above
                    per_column: bool = False, # one mask per column (independent accounts)
@@ -205,19 +349,22 @@ def rebalance_mask(target: pd.DataFrame, # targets (NaN = no decision), forward-
     return _targets_and_mask(target, schedule, per_column)[1]
 
 def _targets_and_mask(target: pd.DataFrame, schedule: Schedule, per_column: bool) -> tuple[np.ndarray, np.ndarray]:
-    ff, decided, changed = _ffill_changes(target.to_numpy(np.float64))
-    if schedule == "on_change": mask = changed
-    elif schedule == "on_decision": mask = ~np.isnan(target.to_numpy(np.float64))  # every bar the strategy spoke, even to repeat itself
-    elif schedule == "every_bar" or isinstance(schedule, float): mask = decided
-    elif schedule in ("W", "M", "Q"):
-        per = target.index.tz_convert(None).to_period(schedule)
-        # the first bar of each period: knowable on that bar (the last bar of a period is only known once the next bar arrives)
-        first_of_period = np.r_[True, per[1:] != per[:-1]]
+    rule, first_of_period, _ = _schedule_rule(schedule, target.index)
+    raw = target.to_numpy(np.float64)
+    ff, decided, changed = _ffill_changes(raw)
+    if rule == ON_CHANGE: mask = changed
+    elif rule == ON_DECISION: mask = ~np.isnan(raw)  # every bar the strategy spoke, even to repeat itself
+    elif rule == EVERY_BAR: mask = decided
+    else:
         first = decided & ~np.vstack([np.zeros((1, ff.shape[1]), bool), decided[:-1]])  # enter on the first decision, then keep the calendar
         mask = (decided & first_of_period[:, None]) | first
-    else: raise InputValidationError("schedule", schedule, "one of 'on_change', 'on_decision', 'every_bar', 'W', 'M', 'Q' or a drift threshold (float > 0)")
     return ff, (mask if per_column else mask.any(axis=1))
-#| export
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    "A (bars x columns) array as (columns x bars) C-contiguous: a free view of a pandas float block, one transpose otherwise."
+    return np.ascontiguousarray(a.T)
+
+# %% ../../nbs/backtest/01_vectorized.ipynb #89613d8f
 def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC index
                      target: pd.DataFrame, # target weights decided at each bar's close (NaN = no decision)
                      fee_rate: float = 0.0, # fraction of traded notional, e.g. 0.001 = 10 bps
@@ -235,48 +382,66 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
     for name, v in (("fee_rate", fee_rate), ("slippage", slippage)):
         if not 0 <= v < 1: raise InputValidationError(name, v, "a fraction in [0, 1)")
     if init_cash <= 0: raise InputValidationError("init_cash", init_cash, "must be positive")
-    threshold = float(schedule) if isinstance(schedule, float) else 0.0
-    if isinstance(schedule, float) and threshold <= 0: raise InputValidationError("schedule", schedule, "a drift threshold must be > 0")
-    independent = mode == "independent"
     if mode not in ("portfolio", "independent"): raise InputValidationError("mode", mode, "'portfolio' or 'independent'")
-    tgt, mask = _targets_and_mask(target, schedule, per_column=independent)
-    c = close.to_numpy(np.float64)
+    rule, period_start, threshold = _schedule_rule(schedule, close.index)
     check_execution(execution)
+    c = close.to_numpy(np.float64)
     px = c
     if execution == "next_open":
-        if open is None or not open.index.equals(close.index): raise InputValidationError("open", None, "next_open execution needs an aligned open panel")
+        if open is None or not open.index.equals(close.index) or list(open.columns) != list(close.columns):
+            raise InputValidationError("open", None, "next_open execution needs an open panel aligned with close")
         px = open.to_numpy(np.float64)
-    if execution != "close":  # a decision at t trades on bar t+1
-        tgt, mask = next_bar(tgt), next_bar(mask)
-    sim = _simulate_independent if independent else _simulate
-    cash, shares, traded, exec_px, fees = sim(px, c, tgt, mask, threshold, float(fee_rate), float(slippage), float(init_cash), bool(allow_leverage))
+    lag = execution != "close"  # a decision at t trades on bar t+1
     idx, syms = close.index, list(close.columns)
-    close_ff = _ffill_changes(c)[0]  # marks use the last known close
-    trades = trades_frame(_episodes(traded, exec_px, fees, close_ff[-1]), idx, syms)
     frame = lambda a, cols: pd.DataFrame(a, index=idx, columns=cols, copy=False)
+    args = (threshold, float(fee_rate), float(slippage), float(init_cash), bool(allow_leverage))
+    if mode == "independent":  # column by column, in memory order; outputs go back to pandas without a copy
+        ct = _rows(c)
+        # outputs allocated by numpy, not inside the kernel: numpy asks for huge pages, which makes first touch ~4x cheaper
+        equity, cash, shares, weights, fees, turnover = (np.empty(ct.shape) for _ in range(6))
+        rec = _simulate_accounts(ct if px is c else _rows(px), ct, _rows(target.to_numpy(np.float64)), period_start, rule, lag, *args,
+                                 equity, cash, shares, weights, fees, turnover)
+        return BacktestResult(equity=frame(equity.T, syms), cash=frame(cash.T, syms), positions=frame(shares.T, syms),
+                              weights=frame(weights.T, syms), fees=frame(fees.T, syms), turnover=frame(turnover.T, syms),
+                              trades=trades_frame(rec, idx, syms), init_cash=float(init_cash), execution=execution)
+    tgt, mask = _targets_and_mask(target, schedule, per_column=False)
+    if lag: tgt, mask = next_bar(tgt), next_bar(mask)
+    cr = np.ascontiguousarray(c)  # one account walks bar by bar: rows contiguous
+    cash, shares, traded, exec_px, fees = _simulate(cr if px is c else np.ascontiguousarray(px), cr, np.ascontiguousarray(tgt), mask, *args)
+    close_ff = _ffill_changes(cr)[0]  # marks use the last known close
+    trades = trades_frame(_episodes(traded, exec_px, fees, close_ff[-1]), idx, syms)
     notional = np.abs(np.nan_to_num(traded * exec_px))
-    if independent:
-        held = shares * np.nan_to_num(close_ff)
-        value = cash + held
-        accounts, weights, turnover = syms, held / value, notional / value
-    else:
-        value, held = _mark(c, shares, cash)
-        value, cash = value[:, None], cash[:, None]
-        accounts, weights = ["portfolio"], held / value
-        turnover = notional.sum(axis=1, keepdims=True) / value
-    return BacktestResult(equity=frame(value, accounts), cash=frame(cash, accounts), positions=frame(shares, syms),
-                          weights=frame(weights, syms), fees=frame(fees, syms), turnover=frame(turnover, accounts), trades=trades,
+    value, held = _mark(cr, shares, cash)
+    value, cash = value[:, None], cash[:, None]
+    return BacktestResult(equity=frame(value, ["portfolio"]), cash=frame(cash, ["portfolio"]), positions=frame(shares, syms),
+                          weights=frame(held / value, syms), fees=frame(fees, syms),
+                          turnover=frame(notional.sum(axis=1, keepdims=True) / value, ["portfolio"]), trades=trades,
                           init_cash=float(init_cash), execution=execution)
 
-# %% ../../nbs/backtest/01_vectorized.ipynb #05b5048b
+# %% ../../nbs/backtest/01_vectorized.ipynb #1b05b8e0
+@njit(cache=True)
+def _signals_target(entries, exits, size):
+    "`size` where only an entry fires, 0 where only an exit does, NaN elsewhere; one pass in memory order over (k, n) rows."
+    k, n = entries.shape
+    out = np.empty((k, n))
+    for j in range(k):
+        for i in range(n):
+            e = entries[j, i]; x = exits[j, i]
+            out[j, i] = size if (e and not x) else (0.0 if (x and not e) else np.nan)
+    return out
+
+def _as_mask(signals: pd.DataFrame) -> np.ndarray:
+    "A signal frame as booleans (missing = no signal), (k, n) in memory order."
+    a = signals.to_numpy() if (signals.dtypes == bool).all() else signals.fillna(False).to_numpy(bool)
+    return _rows(a.astype(bool, copy=False))
+
 def signals_to_target(entries: pd.DataFrame, # True where a long position should open (decided at that bar)
                       exits: pd.DataFrame, # True where it should close
                       size: float = 1.0, # target weight while in the market
                      ) -> pd.DataFrame:
     "Target weights from entry/exit signals: `size` after an entry, 0 after an exit, NaN before the first signal."
-    e, x = entries.fillna(False).to_numpy(bool), exits.fillna(False).to_numpy(bool)
-    tgt = np.where(e & ~x, size, np.where(x & ~e, 0.0, np.nan))
-    return pd.DataFrame(tgt, index=entries.index, columns=entries.columns)
+    if entries.shape != exits.shape: raise InputValidationError("exits", exits.shape, f"the entries' shape {entries.shape}")
+    return pd.DataFrame(_signals_target(_as_mask(entries), _as_mask(exits), float(size)).T, index=entries.index, columns=entries.columns, copy=False)
 
 def backtest_signals(close: pd.DataFrame, entries: pd.DataFrame, exits: pd.DataFrame, size: float = 1.0, **kw) -> BacktestResult:
     "Backtest entry/exit signals (independent accounts per symbol by default)."

@@ -14,8 +14,8 @@ __all__ = ['warm_up']
 def warm_up() -> None:
     "Call every engine kernel once on a tiny input (fills numba's on-disk cache)."
     from trading.backtest.events import Costs, backtest_events
-    from trading.backtest.sweep import sweep_sma_crossover
-    from trading.backtest.vectorized import backtest_weights
+    from trading.backtest.sweep import sweep_sma_crossover, sweep_strategy
+    from trading.backtest.vectorized import backtest_signals, backtest_weights
     from trading.strategies.base import MarketData
     idx = pd.date_range("2024-01-01", periods=8, freq="D", tz="UTC")
     close = pd.DataFrame({"A": np.linspace(10, 12, 8), "B": np.linspace(20, 18, 8)}, index=idx)
@@ -25,5 +25,7 @@ def warm_up() -> None:
     orders = pd.DataFrame([dict(ts_event=idx[0], symbol="A", side="buy", qty=1.0, order_type="limit", limit_price=11.0)])
     backtest_events(MarketData(close=close), orders=orders, init_cash=100.0)
     sweep_sma_crossover(close, [2], [3], fee_rate=0.001)
+    backtest_signals(close, target.notna(), target.isna(), fee_rate=0.001)
+    sweep_strategy("sma_crossover", MarketData(close=close), {"fast": [2], "slow": [3]}, fee_rate=0.001)
 
 if __name__ == "__main__": warm_up()

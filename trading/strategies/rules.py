@@ -4,6 +4,7 @@
 
 # %% ../../nbs/strategies/01_rules.ipynb #1240e5e1
 from __future__ import annotations
+from contextlib import contextmanager
 from typing import Literal
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from ..core.errors import InputValidationError
 from .base import MarketData, Strategy, StrategyParams
 
 # %% auto #0
-__all__ = ['BuyAndHold', 'rolling_mean_nb', 'sma', 'SMACrossover']
+__all__ = ['BuyAndHold', 'rolling_mean_nb', 'shared_indicators', 'sma', 'SMACrossover']
 
 # %% ../../nbs/strategies/01_rules.ipynb #ea2d2e96
 class BuyAndHold(Strategy):
@@ -47,11 +48,26 @@ def rolling_mean_nb(x, window):
             if count == window: out[i, j] = s / window
     return out
 
+_shared: dict | None = None  # (id(panel), window) -> (panel, SMA frame) while a `shared_indicators()` block is open
+
+@contextmanager
+def shared_indicators():
+    "Inside the block, `sma` of the same panel and window is computed once and the same frame returned (a sweep's shared work; callers must not mutate it)."
+    global _shared
+    outer = _shared
+    _shared = {} if outer is None else outer
+    try: yield
+    finally: _shared = outer
+
 def sma(close: pd.DataFrame, # prices
         window: int, # bars
        ) -> pd.DataFrame:
     "Simple moving average over `window` bars; NaN until the window is full (compiled, compensated summation)."
-    return pd.DataFrame(rolling_mean_nb(close.to_numpy(np.float64), int(window)), index=close.index, columns=close.columns)
+    key = (id(close), int(window))
+    if _shared is not None and (hit := _shared.get(key)) is not None and hit[0] is close: return hit[1]
+    out = pd.DataFrame(rolling_mean_nb(close.to_numpy(np.float64), int(window)), index=close.index, columns=close.columns)
+    if _shared is not None: _shared[key] = (close, out)  # the panel is kept alive, so its id cannot be reused meanwhile
+    return out
 
 class SMACrossover(Strategy):
     "Long while SMA(fast) > SMA(slow), flat otherwise."
