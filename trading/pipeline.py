@@ -190,7 +190,8 @@ def _stage_list(root: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     "trading-stage: run one pipeline stage notebook (what `dvc.yaml` calls)."
     try: root = find_root()  # from any folder of the repository, like dvc itself
-    except InputValidationError as e: root, no_root = None, str(e)
+    except InputValidationError as e:  # no dvc.yaml above: a folder with stage notebooks is a root of its own (a scratch copy, a test)
+        root, no_root = (Path.cwd(), None) if (Path.cwd() / "nbs" / "pipeline").is_dir() else (None, str(e))
     p = OneLineParser(prog="trading-stage", description="Run a papermill stage notebook and render its report.",
                       epilog=f"stages (notebooks in nbs/pipeline):\n{_stage_list(root)}" if root else None,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
