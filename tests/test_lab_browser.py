@@ -80,7 +80,11 @@ def test_lab_refuses_without_token_and_runs_a_stage_notebook(lab, browser):
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_text("Run All Cells", exact=True).click()
     # the stage's last cell prints what it wrote; a failing cell would stop the run before it
-    page.wait_for_selector("text=wrote 1 return panels", timeout=180_000)
+    try: page.wait_for_selector("text=wrote 1 return panels", timeout=180_000)
+    except Exception:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "lab_prepare_failed.png"), full_page=True)  # what the notebook showed instead
+        raise
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
     assert errors.count() == 0, errors.first.inner_text()[:2000]
     assert (root / "artifacts" / "prepare" / "returns_sp500.parquet").exists()  # it ran from the root it found
