@@ -6,7 +6,6 @@ and a link to the pinned `data/`), so running the notebook writes nothing into t
 """
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -17,17 +16,11 @@ import pytest
 import yaml
 
 from conftest import BIN, ROOT
-from test_dashboards import CHROMIUM, CHROMIUM_ARGS
+from test_dashboards import CHROMIUM, CHROMIUM_ARGS, _free_port
 
 playwright = pytest.importorskip("playwright.sync_api")
 REPORTS = sorted((ROOT / "reports").glob("*/*.html"))
 SHOTS = ROOT / "artifacts" / "screenshots"  # git-ignored; kept so a person can look at what the test saw
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
