@@ -69,9 +69,15 @@ def test_lab_refuses_without_token_and_runs_a_stage_notebook(lab, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{url}/lab/tree/nbs/pipeline/prepare.ipynb?token={token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)  # kernel started
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_text("Run All Cells", exact=True).click()
+    # the kernel is connected once the status bar says so; a Run All sent before that runs nothing, so it is retried
+    page.wait_for_function("() => document.body.innerText.includes('Python 3 (ipykernel) | Idle')", timeout=120_000)
+    for _ in range(3):
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_text("Run All Cells", exact=True).click()
+        try:
+            page.locator(".jp-InputArea-prompt", has_text="[1]").first.wait_for(timeout=30_000)
+            break
+        except playwright.TimeoutError: continue
     # the stage's last cell prints what it wrote; a failing cell would stop the run before it
     try: page.wait_for_selector("text=wrote 1 return panels", timeout=180_000)
     except Exception:
