@@ -51,7 +51,9 @@ def test_options_stage_reports_the_buy_write_it_ran(small_snapshot, tmp_path):
     got = metrics["strategies"]["buy-write ATM"]
     first = bw.equity.index[0]
     assert np.isclose(got["cagr"], cagr(bw.returns), atol=1e-6)
-    assert np.isclose(got["premium_net"], bw.premium()["premium"].sum(), rtol=1e-9)
+    # rtol 1e-7, not 1e-9: the stage fits its GARCH in another process, and the optimiser's last digits follow the BLAS
+    # thread count (CI saw 961604.8288 vs 961604.8215, 8e-9 apart); a wrong premium is off by far more than that
+    assert np.isclose(got["premium_net"], bw.premium()["premium"].sum(), rtol=1e-7)
     assert got["option_costs"] > 0 and np.isclose(got["option_costs"], bw.option_costs.sum(), rtol=1e-6)
     assert np.isclose(got["interest"], bw.interest.sum(), rtol=1e-6)
     st = bw.settlements()

@@ -9,7 +9,7 @@ import pandas as pd
 from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Engine
 from ..core.errors import DataValidationError, InputValidationError
-from ..store.engine import read, write
+from ..store.engine import read, write_retrying
 from ..store.schema import news, news_symbols, sentiment, to_utc_datetime
 from .sources import TextItem
 
@@ -36,18 +36,22 @@ def save_items(engine: Engine, # store engine (schema at revision 0004 or later)
     bad = [i for i, it in enumerate(items) if not isinstance(it, TextItem)]
     if bad: raise InputValidationError(f"items[{bad[0]}]", items[bad[0]], "not a TextItem (build items with trading.nlp.sources)")
     if not items: return []
-    with write(engine) as conn:
+    rows = [dict(ts_event=it.ts_event.to_pydatetime(), ts_seen=it.ts_seen.to_pydatetime(), kind=it.kind, source=it.source,
+                 headline=it.headline, body=it.body, url=it.url, external_id=it.external_id,
+                 symbol=it.symbols[0] if it.symbols else None, content_hash=it.content_hash) for it in items]
+    # Writers take row locks in key order (content hash, then link): two ingests of overlapping batches in different
+    # orders then queue behind each other instead of deadlocking on PostgreSQL's unique index.
+    unique = sorted({r["content_hash"]: r for r in rows}.values(), key=lambda r: r["content_hash"])
+    def work(conn):
         ins = _insert(conn)
-        rows = [dict(ts_event=it.ts_event.to_pydatetime(), ts_seen=it.ts_seen.to_pydatetime(), kind=it.kind, source=it.source,
-                     headline=it.headline, body=it.body, url=it.url, external_id=it.external_id,
-                     symbol=it.symbols[0] if it.symbols else None, content_hash=it.content_hash) for it in items]
-        conn.execute(ins(news).on_conflict_do_nothing(index_elements=["content_hash"]), rows)
-        hashes = list(dict.fromkeys(r["content_hash"] for r in rows))
+        conn.execute(ins(news).on_conflict_do_nothing(index_elements=["content_hash"]), unique)
         ids = {}
-        for ch in _chunks(hashes): ids.update(conn.execute(select(news.c.content_hash, news.c.id).where(news.c.content_hash.in_(ch))).all())
-        links = list({(ids[r["content_hash"]], s): None for r, it in zip(rows, items) for s in it.symbols})
+        for ch in _chunks([r["content_hash"] for r in unique]):
+            ids.update(conn.execute(select(news.c.content_hash, news.c.id).where(news.c.content_hash.in_(ch))).all())
+        links = sorted({(ids[r["content_hash"]], s) for r, it in zip(rows, items) for s in it.symbols})
         if links: conn.execute(ins(news_symbols).on_conflict_do_nothing(), [dict(news_id=n, symbol=s) for n, s in links])
         return [ids[r["content_hash"]] for r in rows]
+    return write_retrying(engine, work)
 
 def save_scores(engine: Engine, # store engine
                 news_ids, # news.id of each scored item
@@ -65,7 +69,7 @@ def save_scores(engine: Engine, # store engine
         raise InputValidationError(f"scores[{i}]", float(s[i]), "scores are finite numbers in [-1, 1]")
     if len(set(ids)) != len(ids): raise InputValidationError("news_ids", ids, "an id appears twice")
     ts = to_utc_datetime(ts_scored if ts_scored is not None else pd.Timestamp.now(tz="UTC"), "ts_scored")
-    with write(engine) as conn:
+    def work(conn):
         have = {}
         for ch in _chunks(ids):
             have.update(conn.execute(select(sentiment.c.news_id, sentiment.c.score).where(and_(sentiment.c.model == model, sentiment.c.news_id.in_(ch)))).all())
@@ -74,9 +78,10 @@ def save_scores(engine: Engine, # store engine
             i, old, new = clash[0]
             raise DataValidationError("model_id_reused", f"model {model!r} already scored news {i} as {old:.6f}, now {new:.6f}: "
                                       "a changed model needs a new id", count=len(clash), source="sentiment")
-        new = [dict(news_id=i, model=model, score=float(v), ts_scored=ts) for i, v in zip(ids, s) if i not in have]
+        new = sorted((dict(news_id=i, model=model, score=float(v), ts_scored=ts) for i, v in zip(ids, s) if i not in have), key=lambda r: r["news_id"])
         if new: conn.execute(_insert(conn)(sentiment).on_conflict_do_nothing(), new)
         return len(new)
+    return write_retrying(engine, work)
 
 # %% ../../nbs/nlp/02_store.ipynb #30841507
 _ITEM_COLS = [news.c.id.label("news_id"), news.c.ts_event, news.c.ts_seen, news.c.kind, news.c.source, news.c.headline, news.c.body, news.c.url]
