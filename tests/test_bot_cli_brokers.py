@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, select
 
 from fakes.alpaca_server import AlpacaServer, make_bars
 from fakes.alpaca_trading_server import AlpacaTradingServer
-from fakes.binance_trading_server import BinanceTradingServer
+from fakes.binance_trading_server import RollingBinance
 from fakes.exchange_server import make_candles
 from trading.data.calendars import expected_timestamps
 from trading.store.schema import orders as orders_t
@@ -159,28 +159,8 @@ CANDLES = {"BTC/USDT": make_candles(_start_ms, WARM + TRADE, seed=5, price=40_00
            "ETH/USDT": make_candles(_start_ms, WARM + TRADE, seed=6, price=2_000.0)}  # the last one opened yesterday 00:00 UTC
 
 
-class RollingBinance(BinanceTradingServer):
-    "Binance spot where each new candle fetch (the first page for the first pair) sees one more daily candle."
-    def __init__(self):
-        super().__init__({s: c[WARM - 2][4] for s, c in CANDLES.items()}, cash="100000")
-        self.visible, self.fetches = WARM - 1, 0
-        self._reveal()
-
-    def _reveal(self):
-        for s, c in CANDLES.items():
-            self.candles[s] = c[:self.visible]
-            self.venue.set_price(s, c[self.visible - 1][4])
-
-    def _binance_klines(self, q):
-        if q.get("symbol") == "BTCUSDT" and int(q.get("startTime", 0)) <= CANDLES["BTC/USDT"][0][0]:
-            self.fetches += 1
-            self.visible = min(self.visible + 1, len(CANDLES["BTC/USDT"]))
-            self._reveal()
-        return super()._binance_klines(q)
-
-
 def test_ccxt_binance_bot_process_matches_the_venue_through_faults(tmp_path):
-    srv = RollingBinance().start()
+    srv = RollingBinance(CANDLES, WARM, cash="100000").start()
     try:
         db, name = tmp_path / "bots.db", "cli-binance"
         common = ["--db", f"sqlite:///{db}", "--state-dir", str(tmp_path / "bots"), "--name", name]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import create_engine, select
 
-from fakes.binance_trading_server import BinanceTradingServer
+from fakes.binance_trading_server import RollingBinance
 from fakes.exchange_server import make_candles
 from trading.crypto.strategies import CryptoTrend
 from trading.store.schema import equity as equity_t
@@ -33,27 +33,6 @@ CASH, STEP, MIN_NOTIONAL = Decimal("1000"), Decimal("0.00001"), Decimal("5")
 _today = pd.Timestamp.now(tz="UTC").normalize()
 _start_ms = int((_today - pd.Timedelta(days=WARM + TRADE)).value // 1_000_000)
 CANDLES = {s: make_candles(_start_ms, WARM + TRADE, seed=20 + i, price=p) for i, (s, p) in enumerate(zip(PAIRS, [40_000.0, 2_000.0, 40.0]))}
-
-
-class RollingBinance(BinanceTradingServer):
-    "Binance spot where each new candle fetch (the first page of the first pair) reveals one more daily candle; the book's price follows."
-    def __init__(self):
-        super().__init__({s: c[WARM - 2][4] for s, c in CANDLES.items()}, cash=str(CASH), step=str(STEP), min_qty=str(STEP),
-                         min_notional=str(MIN_NOTIONAL))
-        self.visible, self.fetches = WARM - 1, 0
-        self._reveal()
-
-    def _reveal(self):
-        for s, c in CANDLES.items():
-            self.candles[s] = c[:self.visible]
-            self.venue.set_price(s, c[self.visible - 1][4])
-
-    def _binance_klines(self, q):
-        if q.get("symbol") == "BTCUSDT" and int(q.get("startTime", 0)) <= CANDLES["BTC/USDT"][0][0]:
-            self.fetches += 1
-            self.visible = min(self.visible + 1, len(CANDLES["BTC/USDT"]))
-            self._reveal()
-        return super()._binance_klines(q)
 
 
 def bot(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -71,7 +50,7 @@ def market_data(n_visible: int) -> MarketData:
 
 
 def test_crypto_trend_trades_on_the_fake_binance_through_the_order_manager(tmp_path):
-    srv = RollingBinance().start()
+    srv = RollingBinance(CANDLES, WARM, cash=str(CASH), step=str(STEP), min_qty=str(STEP), min_notional=str(MIN_NOTIONAL)).start()
     try:
         db, name = tmp_path / "bots.db", "crypto-trend-binance"
         r = bot(["run", "--strategy", "crypto_trend", "--params", json.dumps(PARAMS), "--broker", "ccxt:binance",

@@ -317,3 +317,28 @@ class BinanceTradingServer(ExchangeServer):
             if (method, path) == ("GET", "/api/v3/account"):
                 return self._account()
         return err(-1000, f"{method} {path} is not supported", 405)
+
+
+class RollingBinance(BinanceTradingServer):
+    "Binance spot where each new candle fetch (the first page of the first pair) reveals one more candle; the book's price follows."
+    def __init__(self, candles: dict[str, list], # unified symbol -> every candle the test will reveal ([ms, o, h, l, c, v] rows)
+                 warm: int, # candles visible at the first fetch
+                 **venue, # BinanceTradingServer's account and filter arguments
+                ):
+        super().__init__({s: c[warm - 2][4] for s, c in candles.items()}, **venue)
+        self.every, self.lead = candles, next(iter(candles))
+        self.visible, self.fetches = warm - 1, 0
+        self._reveal()
+
+    def _reveal(self):
+        for s, c in self.every.items():
+            self.candles[s] = c[:self.visible]
+            self.venue.set_price(s, c[self.visible - 1][4])
+
+    def _binance_klines(self, q):
+        lead = self.every[self.lead]
+        if q.get("symbol") == self.lead.replace("/", "") and int(q.get("startTime", 0)) <= lead[0][0]:
+            self.fetches += 1
+            self.visible = min(self.visible + 1, len(lead))
+            self._reveal()
+        return super()._binance_klines(q)

@@ -185,8 +185,7 @@ def resume(self: BotSession) -> str:
 def flatten(self: BotSession) -> int:
     "REDUCING, cancel working orders, and close every position (market orders); returns the orders sent."
     with manager_lock(self.manager):
-        ts = pd.Timestamp(self.venue.now) + pd.Timedelta(microseconds=500_000)  # not the bar's own decision time
-        return len(flatten(self.manager, ts=ts))
+        return len(flatten(self.manager, ts=pd.Timestamp(self.venue.now)))  # a `flatten` decision, apart from the bar's own
 
 @patch
 def state(self: BotSession) -> str: return self.manager.state.value
@@ -304,7 +303,7 @@ class BotControl:
     def flatten(self, name: str) -> int:
         if name in self.sessions: return self.sessions[name].flatten()
         om = self.manager(name)
-        return len(flatten(om, ts=pd.Timestamp(om.clock()) + pd.Timedelta(microseconds=500_000)))
+        return len(flatten(om, ts=pd.Timestamp(om.clock())))
 
     def stop(self, name: str) -> None:
         if name not in self.sessions: raise InputValidationError("name", name, "only bots started from this dashboard can be stopped here (use Ctrl-C or halt)")

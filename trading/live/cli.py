@@ -166,14 +166,18 @@ def status_text(om: OrderManager,
     return "\n".join(lines)
 
 def flatten(om: OrderManager, ts=None) -> list:
-    "Move to REDUCING, cancel working orders and send market orders that close every position."
+    "Move to REDUCING, cancel working orders and send market orders that close every position (once per clock time)."
     om.set_state(TradingState.REDUCING, "flatten requested")
+    ts = pd.Timestamp(ts or om.clock())
+    # An operator's flatten is its own decision (kind `flatten`): the strategy may already have decided this bar (a paper
+    # replay ends on its last decided bar), and that must not swallow the closing orders. A second flatten at the same
+    # clock time leaves the first one's orders working instead of cancelling them and sending nothing.
+    if om.decided(ts, kind="flatten"): return []
     om.cancel_all()
     om.sync()
-    ts = pd.Timestamp(ts or om.clock())
     orders = [Order(symbol=s, side=Side.SELL if q > 0 else Side.BUY, qty=abs(q), client_order_id=client_order_id(om.bot + "-flat", ts, i),
-                    ts_created=ts.to_pydatetime()) for i, (s, q) in enumerate(om.positions().items())]
-    return om.place(ts, orders) if orders else []
+                    ts_created=ts.to_pydatetime()) for i, (s, q) in enumerate(om.positions().items()) if q != 0]
+    return om.place(ts, orders, kind="flatten") if orders else []
 
 # %% ../../nbs/live/05_cli.ipynb #ccb90ff6
 def _paper_bars(args, symbols: list[str]) -> pd.DataFrame:
@@ -252,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
             rep = om.reconcile()
             if not rep.explained: print(f"{om.bot}: not resumed, reconciliation does not match: {rep}", file=sys.stderr); return 3
             om.set_state(TradingState.ACTIVE, "operator resume"); print(f"{om.bot}: active")
-        elif args.cmd == "flatten": flatten(om); print(status_text(om))
+        elif args.cmd == "flatten":
+            sent = flatten(om)
+            print(f"{om.bot}: flatten sent {len(sent)} closing order(s)" + (" (a paper venue fills them at its next bar)" if getattr(om.broker, "venue", None) else ""))
+            print(status_text(om))
         elif args.cmd == "reconcile":
             rep = om.reconcile(); print(rep)
             return 0 if rep.explained else 3

@@ -218,13 +218,13 @@ class OrderManager:
              .join(orders, orders.c.id == fills.c.order_id).where(orders.c.run_id == self.bot).order_by(fills.c.id))
         with read(self.engine) as conn: return pd.DataFrame(conn.execute(q).all(), columns=list(q.selected_columns.keys()))
 
-    def _decided(self, conn, decision_ts) -> bool:
+    def _decided(self, conn, decision_ts, kind: str = "decision") -> bool:
         ts = pd.Timestamp(decision_ts).tz_convert("UTC").to_pydatetime()  # a decision event is stamped with its bar (indexed look-up)
-        return conn.execute(select(events.c.id).where(events.c.kind == "decision", events.c.ts_event == ts, events.c.run_id == self.bot).limit(1)).first() is not None
+        return conn.execute(select(events.c.id).where(events.c.kind == kind, events.c.ts_event == ts, events.c.run_id == self.bot).limit(1)).first() is not None
 
-    def decided(self, decision_ts) -> bool:
-        "True if the decision of this bar was already committed (its intents are in the journal)."
-        with read(self.engine) as conn: return self._decided(conn, decision_ts)
+    def decided(self, decision_ts, kind: str = "decision") -> bool:
+        "True if the decision of this bar (of this kind: the strategy's `decision`, an operator's `flatten`) was already committed."
+        with read(self.engine) as conn: return self._decided(conn, decision_ts, kind)
 
 # %% ../../nbs/live/02_manager.ipynb #140a8cb0
 def _reduces(order: Order, held: Decimal) -> bool:
@@ -236,6 +236,7 @@ def _reduces(order: Order, held: Decimal) -> bool:
 @patch
 def place(self: OrderManager, decision_ts, # the bar the decision was made on (aware)
           new_orders: list[Order], # the decision's orders, in the order they should be sent
+          kind: str = "decision", # whose decision: the strategy's, or an operator's (`flatten`), deduplicated apart
          ) -> list[VenueOrder | None]:
     "Commit a decision's intents (once per bar), then send them; returns the venue's view of each (None: rejected or unresolved)."
     state = self.state
@@ -247,9 +248,9 @@ def place(self: OrderManager, decision_ts, # the bar the decision was made on (a
     iso = pd.Timestamp(decision_ts).tz_convert("UTC").isoformat()
     try:
         with write(self.engine) as conn:
-            if self._decided(conn, decision_ts): return []  # decided before a restart
+            if self._decided(conn, decision_ts, kind): return []  # decided before a restart
             for o in new_orders: record_order(conn, o, run_id=self.bot)
-            append_event(conn, "decision", self.bot, {"ts": iso, "orders": [o.client_order_id for o in new_orders], "at": self.clock().isoformat()},
+            append_event(conn, kind, self.bot, {"ts": iso, "orders": [o.client_order_id for o in new_orders], "at": self.clock().isoformat()},
                          run_id=self.bot, ts=pd.Timestamp(iso).to_pydatetime())
     except StoreIntegrityError as e:  # a second process of the same bot committed these client ids first
         if e.rule != "unique_violation": raise
