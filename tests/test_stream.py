@@ -288,3 +288,34 @@ def test_a_restarted_server_resets_the_client():
         c2.stop()
     finally:
         srv2.stop()
+
+
+def test_the_stream_command_serves_a_stores_journal_and_refuses_to_run_without_a_token(tmp_path):
+    "`python -m trading.monitor.stream`: what the dashboard subscribes to (TRADING_STREAM_URL) when bots run elsewhere."
+    import os, re, signal, subprocess, sys
+    from trading.store.engine import make_engine, write
+    from trading.store.migrate import upgrade
+    from trading.store.records import append_event, start_run
+    db = f"sqlite:///{tmp_path / 'j.db'}"
+    eng = make_engine(db)
+    upgrade(eng)
+    with write(eng) as c:
+        start_run(c, "bot", "b", {"broker": "paper"}, run_id="b", ts="2024-01-02T00:00:00+00:00")
+        append_event(c, "trading_state", "b", {"state": "halted", "reason": "test"}, run_id="b", ts="2024-01-02T00:00:01+00:00")
+    cmd = [sys.executable, "-m", "trading.monitor.stream", "--db", db, "--port", "0"]
+    env = {k: v for k, v in os.environ.items() if k != "TRADING_STREAM_TOKEN"}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "TRADING_STREAM_TOKEN" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    proc = subprocess.Popen(cmd, env={**env, "TRADING_STREAM_TOKEN": TOKEN}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"ws://127\.0\.0\.1:\d+", line).group(0)
+        assert TOKEN not in line
+        c = ThreadedStreamClient(url, TOKEN, topics=["portfolio"], controls=False).start()
+        got = [c.get(timeout=20)["data"] for _ in range(2)]
+        c.stop()
+        assert {"kind": "state", "state": "halted", "reason": "test"} in got and any(d["kind"] == "bot" and d["broker"] == "paper" for d in got)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        eng.dispose()
