@@ -75,6 +75,7 @@ bench: install snapshot services
 	$(PY) bench/rl_speed.py
 	$(PY) bench/sentiment_speed.py  # encoder vs lexicons; the 100,000-headline goal extrapolated from 4,000 (--full measures it)
 	$(PY) bench/stream_load.py  # WebSocket stream: 50 clients x 1,000 events/s, loss and p99 delivery latency
+	$(PY) bench/dashboard_update_latency.py  # the dashboard on the stream vs polling the store: click -> state on screen
 	$(PY) bench/perbar_speed.py
 	$(PY) bench/cold_start.py
 	$(PY) bench/csv_import.py

@@ -1,9 +1,9 @@
-"""The dashboard's StoreFeed on PostgreSQL: a row whose id was handed out before a later row's, but committed after the
+"""The dashboard's journal feed (JournalTranslator) on PostgreSQL: a row whose id was handed out before a later row's, but committed after the
 feed read that later row, still arrives (PostgreSQL makes rows visible in commit order, not id order)."""
 from sqlalchemy import insert
 
 from test_store import new_db  # noqa: F401 - fixture: scratch databases
-from trading.apps.feed import StoreFeed
+from trading.apps.feed import JournalPollFeed
 from trading.store.engine import make_engine, write
 from trading.store.migrate import upgrade
 from trading.store.records import append_event, start_run
@@ -15,7 +15,7 @@ def test_late_commit_below_the_cursor_is_not_lost(new_db):  # noqa: F811
     upgrade(eng)
     with write(eng) as c:
         start_run(c, "bot", "b", {"broker": "paper"}, run_id="b", ts="2024-01-02T00:00:00+00:00")
-    feed = StoreFeed(eng)
+    feed = JournalPollFeed(eng)
     feed.poll()
     slow = eng.connect()
     tx = slow.begin()

@@ -1,7 +1,9 @@
 """The trading dashboard served as `make dashboard` serves it, driven in headless Chromium: the token, a paper bot started
-from the panel, a ticket order filled, a risk reject with its reason, a halt; and the kernel culling and cap."""
+from the panel, a ticket order filled and the P&L moving as they arrive through the WebSocket stream (the dashboard reads
+no events from the store), a risk reject with its reason, a halt; and the kernel culling and cap."""
 import json
 import os
+import secrets
 import socket
 import time
 import urllib.error
@@ -10,8 +12,13 @@ import urllib.request
 import psutil
 import pytest
 
+from sqlalchemy import select
+
 from conftest import ROOT
 from test_dashboards import CHROMIUM, CHROMIUM_ARGS, start_voila
+from trading.monitor.stream import JournalPublisher, StreamHub, StreamServer
+from trading.store.engine import make_engine, read
+from trading.store.schema import fills, orders
 
 VIEWS = ("Portfolio", "Bots", "Execution", "Risk", "News", "Control", "Research")
 
@@ -79,13 +86,32 @@ def _no_horizontal_overflow(page) -> bool:
     return page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
-def test_dashboard_steers_a_paper_bot_in_a_browser(servers, tmp_path):
+@pytest.fixture
+def stream(tmp_path):
+    "A stream server publishing the test store's journal (what `python -m trading.monitor.stream` runs), here so the test can pause it."
+    db_url = f"sqlite:///{tmp_path / 'bots.db'}"
+    token = secrets.token_urlsafe(24)
+    srv = StreamServer(StreamHub(), token).start()
+    engine = make_engine(db_url)
+    publisher = JournalPublisher(engine, srv.hub, interval=0.1).start()
+    yield db_url, srv, token, publisher
+    publisher.stop(); srv.stop(); engine.dispose()
+
+
+def _filled(engine, client_order_id: str) -> bool:
+    with read(engine) as conn:
+        return conn.execute(select(fills.c.id).join(orders, orders.c.id == fills.c.order_id).where(orders.c.client_order_id == client_order_id)).first() is not None
+
+
+def test_dashboard_steers_a_paper_bot_in_a_browser(servers, tmp_path, stream):
     assert CHROMIUM.exists(), "Chromium is missing: run tools/services.sh (make test does)"
     from playwright.sync_api import expect, sync_playwright
 
     t0 = time.monotonic()
     lap = lambda what: print(f"{time.monotonic() - t0:6.1f} s  {what}")  # where the wall time goes (pytest -s)
-    env = {"TRADING_DB_URL": f"sqlite:///{tmp_path / 'bots.db'}", "TRADING_DASHBOARD_STATE_DIR": str(tmp_path / "bots")}
+    db_url, srv, token, publisher = stream
+    env = {"TRADING_DB_URL": db_url, "TRADING_DASHBOARD_STATE_DIR": str(tmp_path / "bots"),
+           "TRADING_STREAM_URL": srv.url, "TRADING_STREAM_TOKEN": token}
     url = start_voila("nbs/apps/dashboard.ipynb", servers, env=env)
     lap("voila up")
     base = url.split("?")[0]
@@ -108,6 +134,7 @@ def test_dashboard_steers_a_paper_bot_in_a_browser(servers, tmp_path):
         page.goto(url, timeout=180_000)
         header = page.locator(".bots-header")
         expect(header).to_contain_text("none yet", timeout=120_000)
+        expect(page.locator(".feed-status").first).to_contain_text(f"live via stream {srv.url}", timeout=30_000)  # subscribed, not polling the store
         lap("page rendered")
         # start a paper bot from the panel
         _tab(page, "Control")
@@ -124,7 +151,9 @@ def test_dashboard_steers_a_paper_bot_in_a_browser(servers, tmp_path):
         _tab(page, "Execution")
         expect(page.locator("table.fills-table", has_text="AAPL").first).to_be_visible(timeout=60_000)  # the bot bought
         lap("bot invested")
-        # an order from the ticket (a sale from the position: the bot holds no spare cash): accepted, filled on the next bar
+        # an order from the ticket (a sale from the position: the bot holds no spare cash): accepted, filled on the next bar.
+        # The stream is paused meanwhile: the fill is in the store but must not reach the page until the stream carries it.
+        publisher.stop()
         _tab(page, "Control")
         _field(page, "Symbol").fill("AAPL")
         _select(page, "Side").select_option("sell")
@@ -132,8 +161,20 @@ def test_dashboard_steers_a_paper_bot_in_a_browser(servers, tmp_path):
         page.get_by_role("button", name="Send order").click()
         expect(msg).to_contain_text("accepted", timeout=30_000)
         cid = msg.inner_text().split("order ", 1)[1].split(" ", 1)[0]
+        journal = make_engine(db_url)
+        deadline = time.monotonic() + 30
+        while not _filled(journal, cid):
+            assert time.monotonic() < deadline, "the ticket order was never filled"
+            time.sleep(0.1)
         _tab(page, "Execution")
-        expect(page.locator("table.fills-table", has_text=cid).first).to_be_visible(timeout=30_000)  # the fill arrived, no reload
+        page.wait_for_timeout(2_500)  # over two of the fallback's poll intervals: a store poller would have shown it by now
+        assert page.locator("table.fills-table", has_text=cid).count() == 0, "the fill reached the page without the stream"
+        publisher.start()
+        expect(page.locator("table.fills-table", has_text=cid).first).to_be_visible(timeout=30_000)  # the fill arrived through the stream, no reload
+        streamed, _ = srv.hub.replay("fills", 0)
+        assert any(cid in text for _, text in streamed)  # published by the stream server ...
+        assert page.locator(".feed-status", has_text="over the WebSocket").count() == 1  # ... and received by the page's WebSocket client
+        journal.dispose()
         lap("fill seen")
         # the P&L line moves while the bot runs
         _tab(page, "Portfolio")

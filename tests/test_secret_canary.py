@@ -129,7 +129,7 @@ settings = Settings()
 install_redaction(settings)
 from monitor_bot import PaperBotThread
 from trading.monitor.metrics import write_stage_prom
-from trading.monitor.stream import StoreFeed, StreamHub, StreamServer, ThreadedStreamClient
+from trading.monitor.stream import JournalPublisher, StreamHub, StreamServer, ThreadedStreamClient
 from trading.pipeline import _record_stage_metrics
 
 def get(url):
@@ -144,7 +144,7 @@ bot.data = bot.data.until(bot.data.index[50])
 hub = StreamHub()
 token = os.environ["STREAM_TOKEN"]
 srv = StreamServer(hub, token).start()
-feed = StoreFeed(bot.om.engine, hub, from_start=True, interval=0.05)
+feed = JournalPublisher(bot.om.engine, hub, from_start=True, interval=0.05)
 client = ThreadedStreamClient(srv.url, token).start()
 bot.start(); feed.start()
 bot._thread.join(120); time.sleep(0.3); feed.poll()
