@@ -95,7 +95,10 @@ def _read_csv_arrow(data, # the file's bytes, or a binary file object (e.g. `_Ha
     whole = isinstance(data, (bytes, bytearray, memoryview))
     chunks = _text_chunks(io.BytesIO(data).read if whole else data.read, gz)
     try:
-        text = next(chunks, b"")
+        text = b""
+        for piece in chunks:  # the header and the first data row, however long
+            text += piece
+            if text.find(b"\n", text.find(b"\n") + 1) >= 0: break
         found = _header_and_first_row(text)
         if found is None: return None  # header only, or no readable header: the pandas path reports it as the contract says
         names, first, skip = found
