@@ -141,12 +141,36 @@ class _Groups:
         out[slice(1, None) if self.order is None else self.order[1:]] = flags
         return out
 
+    def starts(self) -> np.ndarray:
+        "Where each symbol's run begins in group order."
+        if not hasattr(self, "_starts"):
+            ordered = self.take(self.codes)
+            self._starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) else np.zeros(0, np.intp)
+        return self._starts
+
     def spans(self):
         "(symbol, file rows) per symbol, in order of first appearance: a slice when the rows are together."
-        ordered = self.take(self.codes)
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        ordered, starts = self.take(self.codes), self.starts()
         for lo, hi in zip(starts, np.r_[starts[1:], len(ordered)]):
             yield self.symbols[ordered[lo]], (slice(lo, hi) if self.order is None else self.order[lo:hi])
+
+    def per_row(self, per_symbol: np.ndarray) -> np.ndarray:
+        "A value per row from a value per symbol: repeated run by run when the rows are together (no index array the size of the frame)."
+        if self.order is None:
+            starts = self.starts()
+            return np.repeat(per_symbol[self.codes[starts]], np.diff(np.r_[starts, len(self.codes)]))
+        return per_symbol[self.codes]
+
+    def count(self, mask: np.ndarray | None = None) -> np.ndarray:
+        "Rows (where `mask` holds) per symbol."
+        n_sym = len(self.symbols)
+        if self.order is None:  # runs: sums over slices, no per-row temporary
+            starts = self.starts()
+            got = np.diff(np.r_[starts, len(self.codes)]) if mask is None else np.add.reduceat(mask, starts, dtype=np.int64) if len(starts) else np.zeros(0, np.int64)
+            out = np.zeros(n_sym, np.int64)
+            out[self.codes[starts]] = got
+            return out
+        return np.bincount(self.codes if mask is None else self.codes[mask], minlength=n_sym)
 
 def _factorize(values: pd.Series) -> tuple[np.ndarray, list]:
     "Codes (0, 1, .. in order of first appearance) and the distinct values; arrow strings by arrow's hash kernel into int32 codes (half the memory of pandas' int64)."
@@ -212,7 +236,7 @@ def _check_prices(df, source, bounds, groups: _Groups | None = None):
         _first(df, v < 0, "negative_volume", "volume is negative", source)
         classes = [asset_class_of(s) for s in groups.symbols]  # one look per distinct symbol, then an int per row
         kinds = list(dict.fromkeys(classes))
-        cls = np.array([kinds.index(k) for k in classes], dtype=np.int16)[groups.codes]
+        cls = groups.per_row(np.array([kinds.index(k) for k in classes], dtype=np.int8))
         for k, (lo, hi, vmax) in {**BOUNDS, **(bounds or {})}.items():
             if k not in kinds: continue
             mine = cls == kinds.index(k)
@@ -220,7 +244,7 @@ def _check_prices(df, source, bounds, groups: _Groups | None = None):
                    f"price outside [{lo:g}, {hi:g}], the range {k} markets trade in", source)
             _first(df, mine & (v > vmax), "volume_out_of_bounds", f"volume above {vmax:g}, more than any {k} market trades in one bar", source)
     n_sym = len(groups.symbols)
-    n_full, n_rows = np.bincount(groups.codes, weights=full, minlength=n_sym), np.bincount(groups.codes, minlength=n_sym)
+    n_full, n_rows = groups.count(full), groups.count()
     mixed = (n_full > 0) & (n_full < n_rows)
     if mixed.any():  # the first such symbol in order of appearance
         _first(df, (groups.codes == int(np.argmax(mixed))) & ~full, "mixed_bar_kinds", "a symbol mixes full OHLC bars and close-only bars", source)
@@ -283,7 +307,7 @@ def validate_bars(df: pd.DataFrame, # bars in the schema above
     _check_timestamps(df, source, as_of, freq)
     if known_symbols is not None:
         known = set(known_symbols)
-        unknown = np.array([s not in known for s in groups.symbols])[groups.codes]
+        unknown = groups.per_row(np.array([s not in known for s in groups.symbols], dtype=bool))
         if unknown.any(): raise UnknownSymbolError(str(df["symbol"].iloc[int(np.argmax(unknown))]), f"the known symbols of {source or 'this source'}")
     _check_prices(df, source, bounds, groups)
     _check_order(df, source, groups)
