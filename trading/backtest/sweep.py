@@ -5,6 +5,7 @@
 # %% ../../nbs/backtest/04_sweep.ipynb #629abdca
 from __future__ import annotations
 import itertools
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Literal
 import numpy as np
@@ -72,12 +73,27 @@ def _sweep(close, sma, fast_idx, slow_idx, fee_rate, init_cash, lag):
     return final, trades, mdd
 
 # %% ../../nbs/backtest/04_sweep.ipynb #5740fbc4
+def _in_notebook() -> bool:
+    "True inside a Jupyter kernel (Lab, papermill), where tqdm.auto draws a widget."
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+def _progress_bar(total: int, # units of work the bar counts to
+                  desc: str, # what is counted
+                  progress: bool | None, # True: always; False: never; None: in a terminal or a notebook only (no noise in logs, tests, CI)
+                 ):
+    "A tqdm bar (stderr in a terminal, a widget in a notebook), updated by the caller once per chunk of work."
+    from tqdm.auto import tqdm
+    if progress is None: progress = sys.stderr.isatty() or _in_notebook()
+    return tqdm(total=total, desc=desc, unit="set", disable=not progress, file=sys.stderr, leave=True, dynamic_ncols=True)
+
 def sweep_sma_crossover(close: pd.DataFrame, # prices (bars x symbols)
                         fast: Sequence[int], # fast windows, bars
                         slow: Sequence[int], # slow windows, bars; pairs with fast >= slow are skipped
                         fee_rate: float = 0.0, # fraction of traded notional
                         init_cash: float = 1.0, # per account
                         execution: Literal["next_close", "close"] = "next_close", # as in `backtest_weights`
+                        progress: bool | None = None, # a bar over the (fast, slow) pairs: None shows it in a terminal or notebook, False never
                        ) -> pd.DataFrame:
     "One row per (fast, slow, symbol): final value, total return, closed trades, max drawdown."
     if not 0 <= fee_rate < 1: raise InputValidationError("fee_rate", fee_rate, "a fraction in [0, 1)")
@@ -89,7 +105,15 @@ def sweep_sma_crossover(close: pd.DataFrame, # prices (bars x symbols)
     pos = {w: i for i, w in enumerate(windows)}
     c = close.to_numpy(np.float64)
     sma = _sma_all(c, windows)
-    final, trades, mdd = _sweep(c, sma, np.array([pos[a] for a, _ in pairs]), np.array([pos[b] for _, b in pairs]), float(fee_rate), float(init_cash), int(execution == "next_close"))
+    fast_idx, slow_idx = np.array([pos[a] for a, _ in pairs]), np.array([pos[b] for _, b in pairs])
+    with _progress_bar(len(pairs), "SMA sweep pairs", progress) as bar:
+        # with a bar, the pairs run in ~20 chunks (each still parallel over its pairs x symbols) so the bar can move; without, in one call
+        step = max(1, -(-len(pairs) // 20)) if not bar.disable else len(pairs)
+        parts = []
+        for lo in range(0, len(pairs), step):
+            parts.append(_sweep(c, sma, fast_idx[lo:lo + step], slow_idx[lo:lo + step], float(fee_rate), float(init_cash), int(execution == "next_close")))
+            bar.update(len(fast_idx[lo:lo + step]))
+    final, trades, mdd = (np.concatenate(a) for a in zip(*parts))
     k = close.shape[1]
     idx = pd.MultiIndex.from_tuples([(a, b, s) for a, b in pairs for s in close.columns], names=["fast", "slow", "symbol"])
     return pd.DataFrame({"final_value": final.ravel(), "total_return": final.ravel() / init_cash - 1,
@@ -147,6 +171,7 @@ def sweep_strategy(strategy: str | type[Strategy], # a registered strategy (clas
                    mode: Literal["independent", "portfolio"] = "independent", # one account per (run, symbol), or one per run
                    allow_leverage: bool = False,
                    chunk_mb: float = 64.0, # most stacked targets held at once, MiB
+                   progress: bool | None = None, # a bar over the parameter sets, moved once per chunk: None shows it in a terminal or notebook, False never
                   ) -> pd.DataFrame:
     "One row per (parameter set[, symbol]): final value, total return, max drawdown, fills, sells, fees; `attrs['skipped']` lists refused sets."
     cls = _strategy_class(strategy)
@@ -166,8 +191,12 @@ def sweep_strategy(strategy: str | type[Strategy], # a registered strategy (clas
     close = data.close
     syms, n, k = list(close.columns), len(close.index), close.shape[1]
     if mode == "portfolio":
-        rows = [_portfolio_summary(backtest_weights(close, s.target_weights(data), fee_rate, slippage, init_cash, schedule, "portfolio",
-                                                     execution, data.open, allow_leverage)) for _, s in runs]
+        rows = []
+        with _progress_bar(len(runs), f"{cls.__name__} sweep", progress) as bar:
+            for _, s in runs:  # one portfolio backtest per set: each is a chunk
+                rows.append(_portfolio_summary(backtest_weights(close, s.target_weights(data), fee_rate, slippage, init_cash, schedule, "portfolio",
+                                                                execution, data.open, allow_leverage)))
+                bar.update(1)
         out = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples([tuple(p.get(c) for c in names) for p, _ in runs], names=names))
     else:
         c = close.to_numpy(np.float64)
@@ -179,7 +208,7 @@ def sweep_strategy(strategy: str | type[Strategy], # a registered strategy (clas
         per_chunk = max(1, int(chunk_mb * 2**20 // (8 * n * max(k, 1))))  # parameter sets per chunk
         parts = []
         buffer = np.empty((min(per_chunk, len(runs)) * k, n))  # one buffer reused by every chunk: pages are touched once
-        with shared_indicators():  # indicators (e.g. each SMA window) computed once for the whole grid
+        with shared_indicators(), _progress_bar(len(runs), f"{cls.__name__} sweep", progress) as bar:  # indicators (e.g. each SMA window) computed once for the whole grid
             for start in range(0, len(runs), per_chunk):
                 batch = runs[start:start + per_chunk]
                 stacked = buffer[:len(batch) * k]
@@ -190,6 +219,7 @@ def sweep_strategy(strategy: str | type[Strategy], # a registered strategy (clas
                     _put_rows(stacked, b * k, tw)
                 parts.append(_summarize_accounts(pt, ct, stacked, np.tile(np.arange(k), len(batch)), period_start, rule, execution != "close",
                                                  threshold, float(fee_rate), float(slippage), float(init_cash), bool(allow_leverage)))
+                bar.update(len(batch))  # per chunk, not per backtest: the bar costs nothing measurable
         final, mdd, fills, sells, paid = (np.concatenate(a) for a in zip(*parts))
         out = pd.DataFrame({"final_value": final, "max_drawdown": mdd, "fills": fills, "sells": sells, "fees": paid},
                            index=pd.MultiIndex.from_tuples([tuple(p.get(c) for c in names) + (sym,) for p, _ in runs for sym in syms],

@@ -16,7 +16,7 @@ from .calendars import gap_report
 
 # %% auto #0
 __all__ = ['BAR_COLUMNS', 'PRICE_COLUMNS', 'SYMBOL_GRAMMAR', 'MAX_SYMBOL_LENGTH', 'BOUNDS', 'empty_bars', 'to_bar_schema',
-           'asset_class_of', 'symbol_problem', 'check_symbol', 'validate_bars']
+           'sort_bars', 'asset_class_of', 'symbol_problem', 'check_symbol', 'validate_bars']
 
 # %% ../../nbs/data/01_bars.ipynb #1ddb7b1c
 BAR_COLUMNS = ["ts_event", "symbol", "open", "high", "low", "close", "volume", "source"]
@@ -32,18 +32,40 @@ def empty_bars() -> pd.DataFrame:
 def to_bar_schema(df: pd.DataFrame, # frame with at least `ts_event`, `symbol`, `close`
                   source: str | None = None, # fills `source` when the frame has none
                  ) -> pd.DataFrame:
-    "Cast a frame that already uses our column names to the exact schema dtypes (no other changes)."
+    "Cast a frame that already uses our column names to the exact schema dtypes (no other changes; columns already in them are shared, not copied)."
     missing = [c for c in ("ts_event", "symbol", "close") if c not in df.columns]
     if missing: raise DataValidationError("missing_columns", f"bars need columns {missing}", source=source)
-    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    index = pd.RangeIndex(len(df))
     ts = df["ts_event"]
-    # keep the timezone as given: validation, not casting, decides whether it is acceptable
-    out["ts_event"] = ts.dt.as_unit("ns").array if isinstance(ts.dtype, pd.DatetimeTZDtype) else ts.to_numpy()
-    out["symbol"] = df["symbol"].astype("string").array  # the string array itself: no Python object per row
+    # columns already in their dtype are shared through pandas (copy-on-write: a later edit of either frame copies first)
+    cols = {"ts_event": ts.dt.as_unit("ns") if isinstance(ts.dtype, pd.DatetimeTZDtype) else ts,  # the timezone as given: validation decides
+            "symbol": df["symbol"].astype("string")}  # a string array: no Python object per row
     for c in ("open", "high", "low", "close", "volume"):
-        out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64").to_numpy() if c in df.columns else np.nan
-    out["source"] = df["source"].astype("string").array if "source" in df.columns else source
-    return out[BAR_COLUMNS].astype({"symbol": "string", "source": "string"})
+        if c not in df.columns: cols[c] = pd.Series(np.full(len(df), np.nan))
+        else: cols[c] = df[c] if df[c].dtype == np.float64 else pd.to_numeric(df[c], errors="coerce").astype("float64")
+    if "source" in df.columns: cols["source"] = df["source"].astype("string")
+    else:  # one value for every row, built by arrow (no Python object per row)
+        import pyarrow as pa
+        fill = pa.nulls(len(df), pa.large_string()) if source is None else pa.repeat(pa.scalar(str(source), pa.large_string()), len(df))
+        cols["source"] = pd.Series(pd.arrays.ArrowStringArray(fill) if pd.StringDtype().storage == "pyarrow" else pd.array(fill.to_pylist(), dtype="string"))
+    return pd.DataFrame({c: cols[c].set_axis(index) for c in BAR_COLUMNS}, copy=False).astype({"symbol": "string", "source": "string"})
+
+def sort_bars(df: pd.DataFrame # bars in the schema (validated or not)
+             ) -> pd.DataFrame:
+    "Bars ordered by symbol then time (stable), on a fresh 0..n-1 index: the rows as they are, without a copy, when already in that order (as most files are)."
+    ts, sym = df["ts_event"], df["symbol"]
+    if len(df) > 1 and isinstance(ts.dtype, pd.DatetimeTZDtype) and not ts.isna().any() and not sym.isna().any():
+        t = pd.DatetimeIndex(ts).asi8
+        if isinstance(sym.array, pd.arrays.ArrowStringArray):  # compare neighbours' strings in arrow: no codes, no Python object per row
+            import pyarrow as pa, pyarrow.compute as pc
+            s = pa.chunked_array(sym.array._pa_array)
+            before, after = s.slice(0, len(s) - 1), s.slice(1)
+            up, same = pc.greater(after, before).to_numpy(zero_copy_only=False), pc.equal(after, before).to_numpy(zero_copy_only=False)
+        else:
+            codes, _ = pd.factorize(sym, sort=True)  # codes in the symbols' sort order: sorted rows have non-decreasing codes
+            up, same = codes[1:] > codes[:-1], codes[1:] == codes[:-1]
+        if (up | (same & (t[1:] >= t[:-1]))).all(): return df.reset_index(drop=True)
+    return df.sort_values(["symbol", "ts_event"], kind="stable").reset_index(drop=True)
 
 # %% ../../nbs/data/01_bars.ipynb #d78cae70
 # the forms `trading.core.instruments` builds instruments from, made strict about separators
@@ -98,6 +120,69 @@ def _first(df: pd.DataFrame, mask: np.ndarray, rule: str, message: str, source):
     raise DataValidationError(rule, message, symbol=str(df["symbol"].iloc[i]), ts_event=df["ts_event"].iloc[i],
                               count=int(mask.sum()), source=source)
 
+class _Groups:
+    """The rows grouped by symbol, computed once per validation and shared by every rule: `codes` numbers each row's
+    symbol (0, 1, .. in order of first appearance), `symbols` lists them in that order, and `order` lists the rows symbol
+    by symbol, each symbol's rows in file order. Files and stores mostly hold each symbol's rows together: then the
+    codes never decrease and `order` is the identity (`None`), so no sort and no gather is made."""
+    def __init__(self, symbol: pd.Series):
+        self.codes, self.symbols = _factorize(symbol)
+        codes = self.codes
+        contiguous = len(codes) < 2 or bool((codes[1:] >= codes[:-1]).all())
+        self.order = None if contiguous else np.argsort(codes, kind="stable")
+
+    def take(self, a: np.ndarray) -> np.ndarray:
+        "`a` with its rows in group order (the array itself when that is file order)."
+        return a if self.order is None else a[self.order]
+
+    def scatter(self, flags: np.ndarray, n: int) -> np.ndarray:
+        "Flags about rows 1.. of the group order, back on file rows (row 0 of the order is never flagged)."
+        out = np.zeros(n, bool)
+        out[slice(1, None) if self.order is None else self.order[1:]] = flags
+        return out
+
+    def starts(self) -> np.ndarray:
+        "Where each symbol's run begins in group order."
+        if not hasattr(self, "_starts"):
+            ordered = self.take(self.codes)
+            self._starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) else np.zeros(0, np.intp)
+        return self._starts
+
+    def spans(self):
+        "(symbol, file rows) per symbol, in order of first appearance: a slice when the rows are together."
+        ordered, starts = self.take(self.codes), self.starts()
+        for lo, hi in zip(starts, np.r_[starts[1:], len(ordered)]):
+            yield self.symbols[ordered[lo]], (slice(lo, hi) if self.order is None else self.order[lo:hi])
+
+    def per_row(self, per_symbol: np.ndarray) -> np.ndarray:
+        "A value per row from a value per symbol: repeated run by run when the rows are together (no index array the size of the frame)."
+        if self.order is None:
+            starts = self.starts()
+            return np.repeat(per_symbol[self.codes[starts]], np.diff(np.r_[starts, len(self.codes)]))
+        return per_symbol[self.codes]
+
+    def count(self, mask: np.ndarray | None = None) -> np.ndarray:
+        "Rows (where `mask` holds) per symbol."
+        n_sym = len(self.symbols)
+        if self.order is None:  # runs: sums over slices, no per-row temporary
+            starts = self.starts()
+            got = np.diff(np.r_[starts, len(self.codes)]) if mask is None else np.add.reduceat(mask, starts, dtype=np.int64) if len(starts) else np.zeros(0, np.int64)
+            out = np.zeros(n_sym, np.int64)
+            out[self.codes[starts]] = got
+            return out
+        return np.bincount(self.codes if mask is None else self.codes[mask], minlength=n_sym)
+
+def _factorize(values: pd.Series) -> tuple[np.ndarray, list]:
+    "Codes (0, 1, .. in order of first appearance) and the distinct values; arrow strings by arrow's hash kernel into int32 codes (half the memory of pandas' int64)."
+    arr = values.array
+    if isinstance(arr, pd.arrays.ArrowStringArray) and not values.hasnans:
+        import pyarrow as pa
+        enc = pa.chunked_array(arr._pa_array).dictionary_encode().unify_dictionaries()
+        if enc.num_chunks == 0: return np.zeros(0, np.int32), []
+        return np.concatenate([c.indices.to_numpy() for c in enc.chunks]).astype(np.int32, copy=False), enc.chunk(0).dictionary.to_pylist()
+    codes, uniques = pd.factorize(values)
+    return codes, list(uniques)
+
 def _check_structure(df, source):
     missing = [c for c in BAR_COLUMNS if c not in df.columns]
     if missing: raise DataValidationError("missing_columns", f"bars need columns {missing}; got {list(df.columns)}", source=source)
@@ -105,14 +190,16 @@ def _check_structure(df, source):
         if not pd.api.types.is_float_dtype(df[c]): raise DataValidationError("wrong_dtype", f"column {c!r} must be float64, not {df[c].dtype}", source=source)
     if not pd.api.types.is_string_dtype(df["symbol"]):  # for object columns this checks every value
         raise DataValidationError("wrong_dtype", f"column 'symbol' must hold strings, not {df['symbol'].dtype}", source=source)
-    if df["symbol"].isna().any() or (df["symbol"].str.len() == 0).any():
+    if df["symbol"].isna().any():
         raise DataValidationError("missing_symbol", "a row has no symbol", source=source)
 
-def _check_symbols(df, source):
-    "Every distinct symbol follows the grammar of its asset class."
-    for sym in pd.unique(df["symbol"]):
+def _check_symbols(df, source, groups: _Groups | None = None):
+    "Every distinct symbol follows the grammar of its asset class (an empty one is `missing_symbol`)."
+    groups = groups or _Groups(df["symbol"])
+    if "" in groups.symbols: raise DataValidationError("missing_symbol", "a row has no symbol", source=source)
+    for code, sym in enumerate(groups.symbols):
         if (why := symbol_problem(sym)) is not None:
-            mask = (df["symbol"] == sym).to_numpy()
+            mask = groups.codes == code
             i = int(np.argmax(mask))
             ts = df["ts_event"].iloc[i] if isinstance(df["ts_event"].dtype, pd.DatetimeTZDtype) else None
             raise DataValidationError("bad_symbol", why, symbol=sym, ts_event=ts, count=int(mask.sum()), source=source)
@@ -132,11 +219,13 @@ def _check_timestamps(df, source, as_of, freq):
     if len(tzs) > 1: raise DataValidationError("mixed_timezones", f"ts_event mixes timezones {sorted(tzs)}", source=source)
     raise DataValidationError("wrong_dtype", f"ts_event must be datetime64[ns, UTC], not {ts.dtype}", source=source)
 
-def _check_prices(df, source, bounds):
+def _check_prices(df, source, bounds, groups: _Groups | None = None):
+    "Column-wise on the float arrays themselves: no stacked copy, no per-row Python."
+    groups = groups or _Groups(df["symbol"])
     o, h, l, c, v = (df[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
     for name, x in zip(("open", "high", "low", "close", "volume"), (o, h, l, c, v)):
         _first(df, np.isinf(x), "non_finite", f"{name} is infinite", source)
-    ohl_nan = np.isnan(np.stack([o, h, l])).sum(axis=0)  # 0 = full bar, 3 = close-only
+    ohl_nan = np.isnan(o).view(np.int8) + np.isnan(h).view(np.int8) + np.isnan(l).view(np.int8)  # 0 = full bar, 3 = close-only
     _first(df, np.isnan(c) | ((ohl_nan > 0) & (ohl_nan < 3)), "nan_price", "price is NaN (close missing, or only part of open/high/low)", source)
     full = ohl_nan == 0
     with np.errstate(invalid="ignore"):
@@ -145,40 +234,42 @@ def _check_prices(df, source, bounds):
         _first(df, full & ((o < l) | (o > h)), "open_outside_range", "open is outside [low, high]", source)
         _first(df, full & ((c < l) | (c > h)), "close_outside_range", "close is outside [low, high]", source)
         _first(df, v < 0, "negative_volume", "volume is negative", source)
-        cls = df["symbol"].map({s: asset_class_of(s) for s in pd.unique(df["symbol"])}).to_numpy()
+        classes = [asset_class_of(s) for s in groups.symbols]  # one look per distinct symbol, then an int per row
+        kinds = list(dict.fromkeys(classes))
+        cls = groups.per_row(np.array([kinds.index(k) for k in classes], dtype=np.int8))
         for k, (lo, hi, vmax) in {**BOUNDS, **(bounds or {})}.items():
-            mine = cls == k
-            if not mine.any(): continue
+            if k not in kinds: continue
+            mine = cls == kinds.index(k)
             _first(df, mine & ((c < lo) | (c > hi) | (full & ((h > hi) | (l < lo)))), "price_out_of_bounds",
                    f"price outside [{lo:g}, {hi:g}], the range {k} markets trade in", source)
             _first(df, mine & (v > vmax), "volume_out_of_bounds", f"volume above {vmax:g}, more than any {k} market trades in one bar", source)
-    mixed = df.assign(_full=full).groupby("symbol", sort=False)["_full"].agg(lambda s: 0 < s.sum() < len(s))
-    if mixed.any():
-        sym = mixed.index[mixed.to_numpy()][0]
-        _first(df, (df["symbol"] == sym).to_numpy() & ~full, "mixed_bar_kinds", "a symbol mixes full OHLC bars and close-only bars", source)
+    n_sym = len(groups.symbols)
+    n_full, n_rows = groups.count(full), groups.count()
+    mixed = (n_full > 0) & (n_full < n_rows)
+    if mixed.any():  # the first such symbol in order of appearance
+        _first(df, (groups.codes == int(np.argmax(mixed))) & ~full, "mixed_bar_kinds", "a symbol mixes full OHLC bars and close-only bars", source)
 
-def _check_order(df, source):
-    codes, _ = pd.factorize(df["symbol"])
-    order = np.argsort(codes, kind="stable")
-    t = pd.DatetimeIndex(df["ts_event"]).as_unit("ns").asi8[order]
-    same = codes[order][1:] == codes[order][:-1]
-    step = np.diff(t)
-    dup, back = np.zeros(len(df), bool), np.zeros(len(df), bool)
-    dup[order[1:]] = same & (step == 0)
-    back[order[1:]] = same & (step < 0)
-    _first(df, dup, "duplicate_timestamp", "the symbol has two bars with the same timestamp", source)
-    _first(df, back, "unsorted_timestamp", "timestamps go backwards within the symbol", source)
+def _check_order(df, source, groups: _Groups | None = None):
+    "No symbol has two bars at one timestamp, and none goes back in time (file order within the symbol)."
+    groups = groups or _Groups(df["symbol"])
+    t = groups.take(pd.DatetimeIndex(df["ts_event"]).as_unit("ns").asi8)
+    ordered = groups.take(groups.codes)
+    same = ordered[1:] == ordered[:-1]
+    _first(df, groups.scatter(same & (t[1:] == t[:-1]), len(df)), "duplicate_timestamp", "the symbol has two bars with the same timestamp", source)
+    _first(df, groups.scatter(same & (t[1:] < t[:-1]), len(df)), "unsorted_timestamp", "timestamps go backwards within the symbol", source)
 
 _log = logging.getLogger("trading.data.bars")
 
-def _check_jumps(df, source, max_jump, jump_policy):
+def _check_jumps(df, source, max_jump, jump_policy, groups: _Groups | None = None):
     "Consecutive closes of one symbol (in time order) may differ by at most a factor `max_jump`, either way."
-    codes, _ = pd.factorize(df["symbol"])
-    order = np.lexsort((pd.DatetimeIndex(df["ts_event"]).asi8, codes))
-    c = df["close"].to_numpy()[order]
-    ratio = np.abs(np.log(c[1:] / c[:-1]))
-    jump = np.zeros(len(df), bool)
-    jump[order[1:]] = (codes[order][1:] == codes[order][:-1]) & (ratio > np.log(max_jump))
+    groups = groups or _Groups(df["symbol"])
+    # after `_check_order`, each symbol's rows in file order are its rows in time order: the group order is the time order
+    c = groups.take(df["close"].to_numpy())
+    ordered = groups.take(groups.codes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = c[1:] / c[:-1]
+        np.abs(np.log(ratio, out=ratio), out=ratio)  # in place: one temporary column, not three
+    jump = groups.scatter((ordered[1:] == ordered[:-1]) & (ratio > np.log(max_jump)), len(df))
     if not jump.any(): return
     msg = f"close moved by more than a factor {max_jump:g} in one bar"
     if jump_policy == "raise": _first(df, jump, "price_jump", msg + " (pass jump_policy='flag' to keep such bars with a warning)", source)
@@ -211,19 +302,21 @@ def validate_bars(df: pd.DataFrame, # bars in the schema above
     if len(df) == 0:
         if allow_empty: return df
         raise DataValidationError("empty", "no bars", source=source)
-    _check_symbols(df, source)
+    groups = _Groups(df["symbol"])  # one factorisation of the symbols, shared by every rule below
+    _check_symbols(df, source, groups)
     _check_timestamps(df, source, as_of, freq)
     if known_symbols is not None:
         known = set(known_symbols)
-        unknown = ~df["symbol"].isin(known).to_numpy()
+        unknown = groups.per_row(np.array([s not in known for s in groups.symbols], dtype=bool))
         if unknown.any(): raise UnknownSymbolError(str(df["symbol"].iloc[int(np.argmax(unknown))]), f"the known symbols of {source or 'this source'}")
-    _check_prices(df, source, bounds)
-    _check_order(df, source)
-    _check_jumps(df, source, max_jump, jump_policy)
+    _check_prices(df, source, bounds, groups)
+    _check_order(df, source, groups)
+    _check_jumps(df, source, max_jump, jump_policy, groups)
     if calendar is not None:
-        for sym, ts in df.groupby("symbol", sort=False)["ts_event"]:
+        ts_all = df["ts_event"].array
+        for sym, rows in groups.spans():
             cal = calendar(sym) if callable(calendar) else calendar
-            rep = gap_report(pd.DatetimeIndex(ts), cal, freq)
+            rep = gap_report(pd.DatetimeIndex(ts_all[rows]), cal, freq)
             if len(rep["off_calendar"]):
                 raise DataValidationError("off_calendar", f"bar on a timestamp when {cal} is closed", symbol=sym,
                                           ts_event=rep["off_calendar"][0], count=len(rep["off_calendar"]), source=source)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import hashlib
 import io
+import os
 import re
 from pathlib import Path
 import numpy as np
@@ -32,35 +33,161 @@ def read_file_bytes(path: Path, src: str) -> bytes:
     return path.read_bytes()
 
 _ARROW_NULLS = sorted({v for m in _MISSING_TEXT for v in (m, m.upper(), m.capitalize(), m.title())})
+_PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_NS_PER_DAY = np.int64(86_400 * 10**9)
+_CHUNK = 1 << 20  # bytes of CSV text parsed at a time: the import's working memory beyond its result is a few of these
 
-def _read_csv_arrow(data: bytes, gz: bool) -> pd.DataFrame | None:
-    """A well-formed CSV in one multi-threaded pass of pyarrow's reader: price columns straight to float64 (missing markers
-    to NaN), text columns as arrow strings. None when the file is anything else (a cell that is no plain number, stray
-    whitespace, ragged rows, bad bytes): the pandas path below then reads it as text and names the row that is wrong."""
+class _HashedFile:
+    "A binary file read front to back, once: every byte handed out is hashed on the way (the sha256 is of exactly the bytes parsed)."
+    def __init__(self, fh):
+        self._fh, self._sha = fh, hashlib.sha256()
+        self.size = os.fstat(fh.fileno()).st_size
+    def read(self, n: int = -1) -> bytes:
+        b = self._fh.read(n)
+        self._sha.update(b)
+        return b
+    def hexdigest(self) -> str: return self._sha.hexdigest()
+
+def _text_chunks(read, # read(n) -> the next raw bytes (b"" at the end)
+                 gz: bool, # gzip-compressed
+                ):
+    """The CSV text in pieces of about `_CHUNK` bytes that each end at a line end (decompressed on the way when gzip).
+    Reading here, on the calling thread, in fixed pieces keeps memory bounded; a stream handed to arrow's own read-ahead
+    threads left their buffers in per-thread malloc arenas (the peak grew with the file). Raises ValueError when a gzip
+    stream is truncated or has bytes after its end (the pandas path then reports the file)."""
+    import zlib
+    inflate = zlib.decompressobj(wbits=47) if gz else None
+    rest = b""
+    while True:
+        raw = read(_CHUNK // 4 if gz else _CHUNK)
+        text = inflate.decompress(raw) if gz and raw else raw
+        if gz and inflate.eof and (inflate.unused_data or read(1)): raise ValueError("bytes after the end of the gzip stream")
+        if not raw:
+            if gz and not inflate.eof: raise ValueError("truncated gzip stream")
+            if rest: yield rest
+            return
+        buf = rest + text
+        cut = buf.rfind(b"\n") + 1
+        if cut: yield buf[:cut]
+        rest = buf[cut:]
+
+def _header_and_first_row(text: bytes) -> tuple[list[str], list[str], int] | None:
+    "The header names, the first data row and the header's length in bytes, from the file's first piece; None if they are not there."
+    import csv
+    end = text.find(b"\n") + 1
+    second = text.find(b"\n", end) + 1
+    if not end or not second: return None
+    try: header, first = (next(csv.reader([line.decode("utf-8").rstrip("\r\n")])) for line in (text[:end].removeprefix(b"\xef\xbb\xbf"), text[end:second]))
+    except (csv.Error, StopIteration, UnicodeDecodeError): return None
+    return header, first, end
+
+def _read_csv_arrow(data, # the file's bytes, or a binary file object (e.g. `_HashedFile`) read from where it stands
+                    gz: bool, # gzip-compressed
+                   ) -> pd.DataFrame | None:
+    """A well-formed CSV in one pass, piece by piece through pyarrow's reader straight into the final
+    dtypes: price columns to float64 (missing markers to NaN), plain `YYYY-MM-DD` dates to datetime64 (arrow refuses
+    impossible dates), the symbol column dictionary-encoded, other text as arrow strings. Each piece is copied into
+    columns that grow in place and is then released, so the peak is the result plus a piece, not the file plus the result.
+    None when the file is anything else (a cell that is no plain number, a date column with times or gaps, ragged rows,
+    bad bytes): the pandas path then reads it as text and names the row that is wrong."""
     import pyarrow as pa
     from pyarrow import csv as pacsv
+    whole = isinstance(data, (bytes, bytearray, memoryview))
+    chunks = _text_chunks(io.BytesIO(data).read if whole else data.read, gz)
     try:
-        src = pa.BufferReader(data) if not gz else pa.CompressedInputStream(pa.BufferReader(data), "gzip")
-        head = pacsv.open_csv(src, read_options=pacsv.ReadOptions(block_size=1 << 16),
-                              convert_options=pacsv.ConvertOptions(column_types={}, strings_can_be_null=False)).schema.names
-        if len(set(head)) < len(head): return None  # repeated header names: the pandas path reports them
-        numeric = {c: pa.float64() for c in head if c.strip().lower() in _NUMERIC}
-        text = {c: pa.string() for c in head if c not in numeric}
-        src = pa.BufferReader(data) if not gz else pa.CompressedInputStream(pa.BufferReader(data), "gzip")
-        table = pacsv.read_csv(src, read_options=pacsv.ReadOptions(use_threads=True),
-                               parse_options=pacsv.ParseOptions(newlines_in_values=False),
-                               convert_options=pacsv.ConvertOptions(column_types=numeric | text, null_values=_ARROW_NULLS,
-                                                                    strings_can_be_null=False, quoted_strings_can_be_null=False))
-    except (pa.ArrowException, OSError, EOFError, UnicodeDecodeError):
+        text = b""
+        for piece in chunks:  # the header and the first data row, however long
+            text += piece
+            if text.find(b"\n", text.find(b"\n") + 1) >= 0: break
+        found = _header_and_first_row(text)
+        if found is None: return None  # header only, or no readable header: the pandas path reports it as the contract says
+        names, first, skip = found
+        if len(set(names)) < len(names) or len(first) != len(names): return None  # repeated header names or a ragged row: reported there
+        types = {}
+        for c, value in zip(names, first):
+            kind = c.strip().lower()
+            if kind in _NUMERIC: types[c] = pa.float64()
+            elif kind == "ts_event" and _PLAIN_DATE.fullmatch(value): types[c] = pa.date32()
+            elif kind == "symbol": types[c] = pa.dictionary(pa.int32(), pa.string())  # a few distinct values: an int per row
+            else: types[c] = pa.string()
+        size = len(data) if whole else getattr(data, "size", len(text))
+        cols = _GrowingColumns(names, types, max(1024, (size * (5 if gz else 1)) // 40))
+        # one block per piece, parsed on this thread, from malloc's pool: measured, this holds the working memory to ~10 MiB
+        # (1 MiB pieces; 4 MiB pieces, arrow's threads or its mimalloc pool each doubled to tripled it) at the same CPU time
+        opts = dict(read_options=pacsv.ReadOptions(column_names=names, use_threads=False, block_size=2 * _CHUNK), memory_pool=pa.system_memory_pool(),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=False),
+                    convert_options=pacsv.ConvertOptions(column_types=types, null_values=_ARROW_NULLS, strings_can_be_null=False,
+                                                         quoted_strings_can_be_null=False))
+        text = text[skip:]
+        while text is not None:
+            if text.strip() and not cols.append(pacsv.read_csv(pa.py_buffer(text), **opts)): return None  # a missing date: the text path names its row
+            text = next(chunks, None)
+    except (pa.ArrowException, OSError, EOFError, UnicodeDecodeError, ValueError):
         return None
-    if table.num_rows == 0: return None  # header only: the pandas path reports it as the contract says
-    # self_destruct: each column's arrow buffers are released as it is converted (the peak holds one copy, not two)
-    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get, self_destruct=True, split_blocks=True)
+    return cols.frame() if cols.n else None
+
+class _GrowingColumns:
+    "Columns filled piece by piece: numpy arrays enlarged in place (realloc, so no second copy at the peak), arrow chunks for text."
+    def __init__(self, names, types, capacity):
+        import pyarrow as pa
+        self.names, self.types, self.n = names, types, 0
+        self.arrays = {c: np.empty(capacity, np.int32 if pa.types.is_dictionary(t) else "M8[ns]" if pa.types.is_date32(t) else np.float64)
+                       for c, t in types.items() if not pa.types.is_string(t)}
+        self.chunks = {c: [] for c, t in types.items() if pa.types.is_string(t)}
+        self.symbols: dict[str, int] = {}  # symbol -> its code in the dictionary-encoded column, in order of first appearance
+
+    def append(self, table) -> bool:
+        "Copy a parsed piece in; False when a date is missing (the caller falls back)."
+        import pyarrow as pa
+        m = table.num_rows
+        if self.n + m > len(next(iter(self.arrays.values()), ())):
+            for a in self.arrays.values(): a.resize(max(self.n + m, int(len(a) * 1.5)), refcheck=False)
+        for c, column in zip(self.names, table.columns):
+            t, lo = self.types[c], self.n
+            if c in self.chunks:
+                self.chunks[c].extend(column.chunks)
+                continue
+            for col in column.chunks:
+                hi = lo + len(col)
+                if pa.types.is_date32(t):
+                    if col.null_count: return False
+                    np.multiply(col.cast(pa.int32()).to_numpy(), _NS_PER_DAY, out=self.arrays[c][lo:hi].view(np.int64), casting="unsafe")
+                elif pa.types.is_dictionary(t):
+                    lut = np.array([self.symbols.setdefault(s, len(self.symbols)) for s in col.dictionary.to_pylist()], np.int32)
+                    self.arrays[c][lo:hi] = lut[col.indices.to_numpy(zero_copy_only=False)]
+                else: self.arrays[c][lo:hi] = col.to_numpy(zero_copy_only=False)
+                lo = hi
+        self.n += m
+        return True
+
+    def frame(self) -> pd.DataFrame:
+        import pyarrow as pa
+        index, out = pd.RangeIndex(self.n), {}
+        for c in self.names:
+            if c in self.chunks: values = pd.arrays.ArrowStringArray(pa.chunked_array(self.chunks.pop(c), pa.string()))
+            else:
+                values = self.arrays.pop(c)
+                values.resize(self.n, refcheck=False)  # give back the spare capacity, in place
+                if pa.types.is_dictionary(self.types[c]):  # codes -> strings, once for the whole column
+                    values = pd.arrays.ArrowStringArray(pa.array(list(self.symbols), pa.large_string()).take(pa.array(values)))
+            out[c] = pd.Series(values, index=index, copy=False)
+        return pd.DataFrame(out, copy=False)
+
+def _suffix(path: Path) -> str:
+    return "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
 
 def _read_table(path: Path, src: str, data: bytes | None = None) -> tuple[pd.DataFrame, str]:
-    "The file as a frame (CSV cells as text, Parquet with its own types) and the sha256 of the very bytes parsed."
+    "The file as a frame (well-formed CSV in its final dtypes, other CSV as text, Parquet with its own types) and the sha256 of the very bytes parsed."
+    suffix = _suffix(path)
+    if data is None and suffix in (".csv", ".csv.gz", ".txt"):
+        if not path.is_file(): raise InputValidationError("path", src, "no such file")
+        with open(path, "rb") as fh:  # one streaming read: parsed and hashed as it goes, never held whole
+            if os.fstat(fh.fileno()).st_size == 0: raise DataValidationError("empty_file", "file is empty (0 bytes)", source=src)
+            reader = _HashedFile(fh)
+            fast = _read_csv_arrow(reader, suffix.endswith(".gz"))
+            if fast is not None: return fast, reader.hexdigest()
+        # not a well-formed file: read again whole; the text path hashes and parses those bytes, and names the bad row
     if data is None: data = read_file_bytes(path, src)
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
     digest = hashlib.sha256(data).hexdigest()
     if not data: raise DataValidationError("empty_file", "file is empty (0 bytes)", source=src)
     if suffix in (".csv", ".csv.gz", ".txt"):
@@ -118,6 +245,7 @@ def _timestamps(df: pd.DataFrame, tz: str, daily: bool, src: str) -> pd.Series:
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         return (s.dt.tz_localize(None).dt.normalize().dt.tz_localize("UTC") if daily else s.dt.tz_convert("UTC")).dt.as_unit("ns")
     if pd.api.types.is_datetime64_dtype(s):
+        if daily and _midnights(s): return _as_utc_labels(s)
         return s.dt.normalize().dt.tz_localize("UTC").dt.as_unit("ns") if daily else _localize(s, tz, src)
     if not (pd.api.types.is_string_dtype(s) or s.dtype == object) or not _all_text(s, none_ok=True):
         raise DataValidationError("wrong_dtype", f"column 'ts_event' must hold ISO 8601 timestamps, not {s.dtype}", source=src)
@@ -161,6 +289,16 @@ def _timestamps(df: pd.DataFrame, tz: str, daily: bool, src: str) -> pd.Series:
         return dates.dt.tz_localize("UTC").dt.as_unit("ns")
     if aware.all(): return instants.dt.as_unit("ns")
     return _localize(pd.to_datetime(text, format="ISO8601"), tz, src)
+
+def _midnights(s: pd.Series) -> bool:
+    "Every value of a naive datetime64[ns] column is a midnight (checked in slices: no temporary the size of the column)."
+    if s.dtype != "datetime64[ns]" or s.hasnans: return False
+    i8 = s.to_numpy().view(np.int64)
+    return not any((i8[k:k + (1 << 16)] % _NS_PER_DAY).any() for k in range(0, len(i8), 1 << 16))
+
+def _as_utc_labels(s: pd.Series) -> pd.Series:
+    "Naive midnights labelled as the same dates in UTC, sharing the column's memory (localising to UTC copies, and changes no value)."
+    return pd.Series(pd.DatetimeIndex(s.to_numpy().view(np.int64), dtype="datetime64[ns, UTC]", copy=False), index=s.index, name=s.name)
 
 def _plain_dates(s: pd.Series) -> pd.Series | None:
     "Naive datetimes when every value of an arrow string column is exactly a valid `YYYY-MM-DD`, else None (the general path decides)."
@@ -211,14 +349,17 @@ def read_bar_file(path: str | Path, # a .csv, .csv.gz or .parquet file following
     if len(df) == 0: raise DataValidationError("empty_file", "file has a header but no rows", source=src)
     if not (pd.api.types.is_string_dtype(df["symbol"]) or df["symbol"].dtype == object) or not _all_text(df["symbol"]):
         raise DataValidationError("wrong_dtype", f"column 'symbol' must hold text, not {df['symbol'].dtype}", source=src)
-    symbols = df["symbol"].str.strip()
-    for sym in pd.unique(symbols):  # the grammar, with the row that first breaks it (empty symbols: `missing_symbol`, by the validator)
+    distinct = pd.unique(df["symbol"])
+    stray = any(isinstance(s, str) and s != s.strip() for s in distinct)
+    symbols = df["symbol"].str.strip() if stray else df["symbol"]  # a stripped copy only when some symbol needs it
+    for sym in (pd.unique(symbols) if stray else distinct):  # the grammar, with the row that first breaks it (empty symbols: `missing_symbol`, by the validator)
         if sym and (why := symbol_problem(sym)) is not None:
             i = int(np.argmax((symbols == sym).to_numpy()))
             raise DataValidationError("bad_symbol", why, symbol=sym, count=int((symbols == sym).sum()), source=src, row=i + 1)
-    out = pd.DataFrame({"ts_event": _timestamps(df, tz, daily, src), "symbol": symbols.astype("string")})
+    cols = {"ts_event": _timestamps(df, tz, daily, src), "symbol": symbols.astype("string")}
     for c in _NUMERIC:
-        out[c] = _numbers(df, c, src, typed) if c in df.columns else np.nan
+        cols[c] = _numbers(df, c, src, typed) if c in df.columns else pd.Series(np.full(len(df), np.nan), index=df.index)
+    out = pd.DataFrame(cols, copy=False)  # the columns themselves (float64 columns shared with the parsed table, copy-on-write)
     future = (out["ts_event"] > pd.Timestamp.now(tz="UTC") + pd.Timedelta("1D")).to_numpy()
     if future.any():  # before the order check: a stray future date would otherwise be reported as the next row going backwards
         i = int(np.argmax(future))
@@ -284,10 +425,17 @@ class FileSource(BarSource):
                 if self._universe is not None:
                     bad = ~df["symbol"].isin(self._universe).to_numpy()
                     if bad.any(): raise UnknownSymbolError(str(df["symbol"].iloc[int(np.argmax(bad))]), f"the universe (file {p}, row {int(np.argmax(bad)) + 1})")
-                # provenance is the file kind, not its name: the same bars from a renamed file are the same bars
-                parts.append(df.assign(source="file", _file=str(p), _row=np.arange(1, len(df) + 1)))
-            self._cache[daily] = _merge_files(pd.concat(parts, ignore_index=True))
+                parts.append(df)
+            # provenance is the file kind, not its name (`to_bar_schema` writes source="file"): the same bars from a renamed file are
+            # the same bars. One file: its rows are the file's rows in order, so no provenance columns and no merge (no copy either)
+            self._cache[daily] = parts[0] if len(parts) == 1 else _merge_files(pd.concat(
+                [df.assign(_file=str(p), _row=np.arange(1, len(df) + 1)) for p, df in zip(self.paths, parts)], ignore_index=True))
         return self._cache[daily]
+
+    def _origin(self, frame: pd.DataFrame, i: int) -> tuple[str, int]:
+        "File and 1-based data row of row `i` of a cached frame."
+        if "_file" in frame.columns: return str(frame["_file"].iloc[i]), int(frame["_row"].iloc[i])
+        return str(self.paths[0]), i + 1
 
     def symbols(self) -> list[str]:
         if self._allowed is not None: return list(self._allowed)
@@ -315,6 +463,5 @@ class FileSource(BarSource):
         except DataValidationError as e:
             for frame in self._cache.values():
                 if len(rows := _rows_of(frame, e.symbol, e.ts_event)):
-                    hit = frame.iloc[int(rows[min(1, len(rows) - 1)] if e.rule == "duplicate_timestamp" else rows[0])]
-                    raise e.located(hit["_file"], int(hit["_row"])) from None
+                    raise e.located(*self._origin(frame, int(rows[min(1, len(rows) - 1)] if e.rule == "duplicate_timestamp" else rows[0]))) from None
             raise

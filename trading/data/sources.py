@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 import pandas as pd
 from ..core.errors import InputValidationError, UnknownSymbolError
-from .bars import to_bar_schema, validate_bars
+from .bars import sort_bars, to_bar_schema, validate_bars
 
 # %% auto #0
 __all__ = ['utc_timestamp', 'BarSource']
@@ -59,6 +59,6 @@ class BarSource(ABC):
         start, end = utc_timestamp(start, "start"), utc_timestamp(end, "end")
         if start is not None and end is not None and end < start: raise InputValidationError("end", end, f"is before start {start}")
         raw = self._fetch(wanted, start, end, timeframe)
-        bars = to_bar_schema(raw, source=self.name).sort_values(["symbol", "ts_event"], kind="stable").reset_index(drop=True)
+        bars = sort_bars(to_bar_schema(raw, source=self.name))  # no copy when the rows are in order already
         return validate_bars(bars, calendar=self.calendar_of if self.checks_calendar(timeframe) else None, freq=timeframe, max_gap=self.max_gap_of,
                              known_symbols=wanted, allow_empty=True, source=self.name, max_jump=self.max_jump, jump_policy=self.jump_policy())
