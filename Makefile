@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP_INSTALL) 'torch==2.13.0'
 	$(PIP_INSTALL) -e '.[$(EXTRAS)]'
-	$(PY) -m trading.backtest.warmup  # compile the numba kernels into their on-disk cache now, not on a user's first call
+	$(BIN)/trading-warmup  # compile the numba kernels into their on-disk cache now, not on a user's first call (the README's set-up step)
 	touch $@
 
 install: $(STAMP)

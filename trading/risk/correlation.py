@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 import pandas as pd
-from numba import njit
+from ..core.jit import njit  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 
 # %% auto #0
