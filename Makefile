@@ -66,6 +66,9 @@ pytest: install snapshot services
 test: nbtest pytest
 
 # Speed against the field's libraries and baselines, as ratios measured in the same run (not tests).
+# Compiled kernels only (trading.core.jit's interpreted first call would otherwise time Python on an uncached signature);
+# bench/cold_start.py sets the mode of each process it measures itself.
+bench: export TRADING_KERNELS = compiled
 bench: install snapshot services
 	$(PY) bench/backtest_speed.py
 	$(PY) bench/store_ingest.py
