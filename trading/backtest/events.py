@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 import numpy as np
 import pandas as pd
-from numba import njit
+from ..core.jit import njit  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 from .vectorized import BacktestResult, _episodes, rebalance_mask, trades_frame, Schedule, Execution, check_execution, next_bar
 from ..strategies.base import MarketData

@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pydantic
-from numba import njit, prange
+from ..core.jit import njit, prange  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 from ..strategies.base import MarketData, Strategy
 from ..strategies.registry import snake_name, strategy_classes

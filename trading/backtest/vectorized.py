@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 import numpy as np
 import pandas as pd
-from numba import njit, prange
+from ..core.jit import njit, prange  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 from ..analytics.metrics import TRADE_COLUMNS
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 import pandas as pd
-from numba import njit
+from ..core.jit import njit  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 
 # %% auto #0
@@ -47,7 +47,7 @@ def _panel(returns: pd.DataFrame, min_assets: int = 2) -> np.ndarray:
     if not np.isfinite(x).all(): raise InputValidationError("returns", int((~np.isfinite(x)).sum()), "non-finite returns: align/drop rows first")
     return x
 
-@njit(cache=True)
+@njit(cache=True, interpret_max_cells=20_000)  # work grows with assets squared: interpret only small panels on a cold cache
 def _ewma_nb(x, lam):
     n, k = x.shape
     out = np.empty((n, k, k))

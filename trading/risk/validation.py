@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numpy as np
 import pandas as pd
-from numba import njit, prange
+from ..core.jit import njit, prange  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 from .var import _check_confidence, garch_filter, garch_params, fit_garch, tail_var_es, fit_student_t_df
 

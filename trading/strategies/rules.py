@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Literal
 import numpy as np
 import pandas as pd
-from numba import njit
+from ..core.jit import njit  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from pydantic import Field, model_validator
 from ..core.errors import InputValidationError
 from .base import MarketData, Strategy, StrategyParams
