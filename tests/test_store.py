@@ -306,9 +306,9 @@ def _in_write_transaction(kind, url) -> bool:
         finally:
             c.close()
     with _pg_admin().connect() as c:
-        return bool(c.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND state = 'active' "
-                                   "AND (query LIKE 'COPY _stage_bars%' OR query LIKE 'INSERT INTO bars%')"),
-                              dict(d=make_url(url).database)).scalar())
+        # a transaction holding an xid has written (instruments first, then bars by COPY or INSERT) and not committed yet
+        return bool(c.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND backend_xid IS NOT NULL "
+                                   "AND pid <> pg_backend_pid()"), dict(d=make_url(url).database)).scalar())
 
 
 def test_ingest_killed_mid_batch_leaves_nothing(db, kind, small_snapshot):
