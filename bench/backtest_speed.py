@@ -8,10 +8,17 @@ Jobs (sizes are flags):
   sweep_sma       SMACrossover over 16 fast x 29 slow windows x 20 stocks = 9,280 backtests: strategy -> final values
                   (ours: the general `sweep_strategy` over the registry strategy; vectorbt: its MA indicator with
                   param_product, then from_signals over the 9,280-column panel)
-  floor           one streaming pass over the 500 x 5,000 panel in memory order (numba sum), and one that reads the
-                  engine's inputs and writes as many (k, n) arrays as the engine's result holds
+  sweep_tsmom     TimeSeriesMomentum over 12 lookbacks x 11 thresholds x 20 stocks = 2,640 independent backtests
+                  (ours: `sweep_strategy`; vectorbt: the rule as an IndicatorFactory indicator run with param_product,
+                  then from_orders with target percents over the 2,640-column panel)
+  sweep_xsmom     CrossSectionalMomentum, portfolio mode: 4 lookbacks x 2 skips x 5 top-k = 40 portfolios of 20 stocks
+                  (ours: `sweep_strategy(mode="portfolio")`; vectorbt: from_orders with target percents, group_by the
+                  parameters, cash_sharing=True, call_seq="auto"; the same strategy code makes the targets on both sides)
+  floor           the streaming floor of the general engine: one numba pass that reads every cell the engine must read
+                  (close, target weight) and writes every cell it must write (equity, position), against
+                  `backtest_weights` on the same targets in the same process, interleaved (500 x 5,000 and 20 x 8,313)
 Usage: python bench/backtest_speed.py [--runs 5] [--assets 500 --bars 5000] [--fast 2:18 --slow 20:165:5]
-                                     [--sweep-runs 3 --sweep-cold-runs 1] [--skip-sweep]
+                                     [--sweep-runs 5 --sweep-cold-runs 5] [--skip-sweep]
 Writes bench/results/backtest_speed.json.
 """
 from __future__ import annotations
@@ -33,6 +40,7 @@ import pandas as pd
 warnings.filterwarnings("ignore")
 OUT = Path(__file__).with_name("results")
 FEE, CASH = 0.001, 100.0
+SIZE_FLAGS = ("assets", "bars", "fast", "slow", "tsmom_lookback", "tsmom_threshold", "xs_lookback", "xs_top_k")  # passed to every worker
 
 
 # ------------------------------------------------------------------ inputs (deterministic, rebuilt in every process)
@@ -55,6 +63,9 @@ def sp20_panel(seed: int = 0):
     entries = pd.DataFrame(rng.random(close.shape) < 0.01, close.index, close.columns)
     exits = pd.DataFrame(rng.random(close.shape) < 0.01, close.index, close.columns)
     return close, entries, exits
+
+
+def parse_list(text: str) -> list[int]: return [int(x) for x in text.split(",")]
 
 
 def parse_range(text: str) -> list[int]:
@@ -112,6 +123,62 @@ def make_job(job: str, lib: str, a):
             prices = pd.concat([close] * len(pairs), axis=1, keys=pairs, names=["fast", "slow"])
             return vbt.Portfolio.from_signals(prices, e, x, fees=FEE, init_cash=CASH, freq="1D").final_value()
         return vbt_sweep, lambda r: r.to_numpy()
+    if job == "sweep_tsmom":
+        close = sp20_panel()[0]
+        lookbacks, thresholds = parse_range(a.tsmom_lookback), [float(x) for x in a.tsmom_threshold.split(",")]
+        if lib == "ours":
+            from trading.backtest.sweep import sweep_strategy
+            from trading.strategies.base import MarketData
+            data = MarketData(close=close)
+            return (lambda: sweep_strategy("time_series_momentum", data, {"lookback": lookbacks, "threshold": thresholds},
+                                           fee_rate=FEE, init_cash=CASH)["final_value"]), lambda r: r.to_numpy()
+        import vectorbt as vbt
+        from trading.strategies.momentum import period_starts
+
+        def tsmom_rule(close, lookback, threshold):  # TimeSeriesMomentum's rule: long while close[t] / close[t - lookback] - 1 > threshold
+            back = np.full_like(close, np.nan); back[lookback:] = close[:-lookback]
+            ret = close / back - 1
+            return (ret > threshold).astype(np.float64), ret
+        TSMOM = vbt.IndicatorFactory(class_name="TSMOM", input_names=["close"], param_names=["lookback", "threshold"],
+                                     output_names=["long", "ret"]).from_apply_func(tsmom_rule)
+        n_syms = close.shape[1]
+
+        def vbt_sweep():
+            ind = TSMOM.run(close, lookback=lookbacks, threshold=thresholds, param_product=True)  # columns (lookback, threshold, symbol)
+            starts = pd.Series(period_starts(close.index, "M"), close.index)
+            decided = ind.long.where(ind.ret.notna()).where(starts, axis=0) / n_syms  # 1/N long or 0, on month starts once the window is full
+            held = decided.ffill()
+            size = held.where(held.ne(held.shift(1)) & held.notna()).shift(1)  # a changed target, ordered on the next bar
+            prices = pd.concat([close] * (len(lookbacks) * len(thresholds)), axis=1, keys=size.columns.droplevel(-1).unique())
+            return vbt.Portfolio.from_orders(prices, size.to_numpy(), size_type="targetpercent", fees=FEE, init_cash=CASH, freq="1D").final_value()
+        return vbt_sweep, lambda r: r.to_numpy()
+    if job == "sweep_xsmom":
+        close = sp20_panel()[0]
+        from trading.backtest.sweep import parameter_grid, sweep_strategy
+        from trading.strategies.base import MarketData
+        from trading.strategies.momentum import CrossSectionalMomentum
+        grid = {"lookback": parse_list(a.xs_lookback), "skip": [0, 21], "top_k": parse_list(a.xs_top_k)}
+        if lib == "ours":
+            data = MarketData(close=close)
+            return (lambda: sweep_strategy("cross_sectional_momentum", data, grid, fee_rate=FEE, init_cash=CASH, mode="portfolio")["final_value"]), \
+                lambda r: r.to_numpy()
+        import vectorbt as vbt
+
+        def vbt_sweep():
+            data = MarketData(close=close.copy())  # one block, as sweep_strategy makes it
+            sets = parameter_grid(grid)
+            sizes = []
+            for p in sets:  # the same strategy code as ours: vectorbt has no cross-sectional ranking indicator of its own
+                w = CrossSectionalMomentum(**p).target_weights(data)
+                held = w.ffill()
+                rebalance = (w.notna() & w.ne(held.shift(1))).any(axis=1)  # any weight changed: the whole book rebalances (our on_change rule)
+                sizes.append(held.where(rebalance, axis=0).shift(1))  # decided at t, ordered on the next bar
+            keys = [tuple(p.values()) for p in sets]
+            size = pd.concat(sizes, axis=1, keys=keys, names=list(grid))
+            prices = pd.concat([close] * len(sets), axis=1, keys=keys, names=list(grid))
+            return vbt.Portfolio.from_orders(prices, size, size_type="targetpercent", fees=FEE, init_cash=CASH, group_by=list(grid),
+                                             cash_sharing=True, call_seq="auto", freq="1D").final_value()
+        return vbt_sweep, lambda r: r.to_numpy()
     raise SystemExit(f"unknown job {job}")
 
 
@@ -131,6 +198,7 @@ def memory_worker(a):
     "Peak memory of one call in a fresh process: compile/warm up on a tiny version of the job (so no big freed heap is retained), then one full call."
     import copy
     tiny = copy.copy(a); tiny.assets, tiny.bars, tiny.fast, tiny.slow = 3, 300, "2:4", "20:30:5"
+    tiny.tsmom_lookback, tiny.tsmom_threshold, tiny.xs_lookback, tiny.xs_top_k = "21", "0.0", "63", "1"
     small_fn, _ = make_job("signals_500" if a.job.startswith("signals") else a.job, a.lib, tiny)
     small_fn()
     fn, _ = make_job(a.job, a.lib, a)
@@ -144,6 +212,7 @@ def memory_worker(a):
 def worker(a):
     "One fresh process: the first call is the cold sample; then `warm` timed calls."
     if a.memory: return memory_worker(a)
+    if a.job == "floor": return floor_worker(a)
     t_start = time.perf_counter()
     fn, as_array = make_job(a.job, a.lib, a)
     setup_s = time.perf_counter() - t_start
@@ -157,8 +226,9 @@ def worker(a):
 
 
 def spawn(job: str, lib: str, a, warm: int = 0, memory: bool = False, save: str | None = None) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "--job", job, "--lib", lib, "--warm", str(warm), "--assets", str(a.assets),
-           "--bars", str(a.bars), "--fast", a.fast, "--slow", a.slow] + (["--memory"] if memory else []) + (["--save", save] if save else [])
+    sizes = [f"--{name.replace('_', '-')}={getattr(a, name)}" for name in SIZE_FLAGS]
+    cmd = [sys.executable, __file__, "--worker", "--job", job, "--lib", lib, "--warm", str(warm), "--runs", str(a.runs), *sizes] \
+        + (["--memory"] if memory else []) + (["--save", save] if save else [])
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode: raise SystemExit(f"{job}/{lib} failed:\n{p.stderr[-3000:]}")
@@ -181,31 +251,48 @@ def measure(job: str, lib: str, a, tmp: Path, cold_runs: int, warm_runs: int) ->
 
 
 # ------------------------------------------------------------------ the streaming floor
-def floor(a) -> dict:
+# The floor is the least work any engine returning this result must do: read every cell of its inputs once (close and
+# target weight, 8 bytes each) and write every cell of the outputs it must return once (equity and position per bar and
+# account, 8 bytes each, into fresh arrays as the engine must allocate them), in memory order, with no arithmetic worth
+# the name. On this machine that pass is memory-bound; nothing that returns equity and positions can do less. The other
+# frames of a result (cash, weights, fees, turnover, trades) are derived from the fills on first read, so they are not
+# part of what the engine must write. Both are timed in the same process, interleaved run by run, so load moves both.
+def floor_worker(a):
     from numba import njit
+    from trading.backtest.vectorized import backtest_weights, signals_to_target
 
     @njit(cache=False)
-    def stream_sum(x):  # read every cell once, in memory order
-        s = 0.0
-        for j in range(x.shape[0]):
-            for i in range(x.shape[1]): s += x[j, i]
-        return s
+    def stream_floor(close, target, equity, positions):  # read 2 (k, n) arrays, write 2, in memory order
+        for j in range(close.shape[0]):
+            for i in range(close.shape[1]):
+                equity[j, i] = close[j, i]; positions[j, i] = target[j, i]
 
-    @njit(cache=False)
-    def stream_io(x, y, o1, o2, o3, o4, o5, o6):  # the engine's I/O volume: read 2 (k, n) arrays, write 6
-        for j in range(x.shape[0]):
-            for i in range(x.shape[1]):
-                v = x[j, i] + y[j, i]
-                o1[j, i] = v; o2[j, i] = v; o3[j, i] = v; o4[j, i] = v; o5[j, i] = v; o6[j, i] = v
+    out = {}
+    for job in ("signals_500", "signals_sp20"):
+        close, entries, exits = random_panel(a.assets, a.bars) if job == "signals_500" else sp20_panel()
+        target = signals_to_target(entries, exits)
+        ct, tt = np.ascontiguousarray(close.to_numpy().T), np.ascontiguousarray(target.to_numpy().T)  # the (k, n) memory-order views
 
-    close, entries, exits = random_panel(a.assets, a.bars)
-    x = np.ascontiguousarray(close.to_numpy().T); y = x * 0.5
-    stream_sum(x); stream_io(x, y, *(np.empty_like(x) for _ in range(6)))
-    sums, ios = [], []
-    for _ in range(a.runs):
-        c = time.process_time(); stream_sum(x); sums.append(time.process_time() - c)
-        c = time.process_time(); stream_io(x, y, *(np.empty_like(x) for _ in range(6))); ios.append(time.process_time() - c)
-    return {"sum_cpu": stats(sums), "io_cpu": stats(ios), "cells": int(x.size)}
+        def floor_pass(): stream_floor(ct, tt, np.empty(ct.shape), np.empty(ct.shape))
+        def engine(): backtest_weights(close, target, fee_rate=FEE, init_cash=CASH, mode="independent").equity
+        def engine_signals(): backtest_signals_call(close, entries, exits)
+        floor_pass(); engine(); engine_signals()
+        runs = {"floor": [], "engine": [], "engine_signals": []}
+        for _ in range(max(a.runs, 5)):
+            for name, fn in (("floor", floor_pass), ("engine", engine), ("engine_signals", engine_signals)):
+                c = time.process_time(); fn(); runs[name].append(time.process_time() - c)
+        ratio = [e / f for e, f in zip(runs["engine"], runs["floor"])]
+        ratio_signals = [e / f for e, f in zip(runs["engine_signals"], runs["floor"])]
+        out[job] = {"cells": int(ct.size), **{f"{k}_cpu": stats(v) for k, v in runs.items()},
+                    "engine_over_floor": stats(ratio), "engine_signals_over_floor": stats(ratio_signals),
+                    "floor_ns_per_cell": float(np.median(runs["floor"])) / ct.size * 1e9,
+                    "engine_ns_per_cell": float(np.median(runs["engine"])) / ct.size * 1e9}
+    print(json.dumps(out))
+
+
+def backtest_signals_call(close, entries, exits):
+    from trading.backtest.vectorized import backtest_signals
+    return backtest_signals(close, entries, exits, fee_rate=FEE, init_cash=CASH).equity
 
 
 def verdict(ok: bool) -> str: return "holds" if ok else "does not hold"
@@ -214,8 +301,12 @@ def verdict(ok: bool) -> str: return "holds" if ok else "does not hold"
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5, help="warm runs per library and job, and cold (fresh-process) runs for the engine jobs")
-    p.add_argument("--sweep-runs", type=int, default=3, help="warm runs of the sweep per library (5 for the full protocol; vectorbt takes ~15-50 s a run)")
-    p.add_argument("--sweep-cold-runs", type=int, default=1, help="fresh-process runs of the sweep per library (5 for the full protocol)")
+    p.add_argument("--sweep-runs", type=int, default=5, help="warm runs of each sweep per library (vectorbt's SMA sweep takes ~15-50 s a run)")
+    p.add_argument("--sweep-cold-runs", type=int, default=5, help="fresh-process runs of each sweep per library")
+    p.add_argument("--tsmom-lookback", default="21:273:21", help="TSMOM lookbacks, start:stop:step in bars")
+    p.add_argument("--tsmom-threshold", default="-0.1,-0.08,-0.06,-0.04,-0.02,0.0,0.02,0.04,0.06,0.08,0.1", help="TSMOM thresholds, comma-separated")
+    p.add_argument("--xs-lookback", default="63,126,189,252", help="CrossSectionalMomentum lookbacks (x skips 0, 21)")
+    p.add_argument("--xs-top-k", default="1,3,5,7,10", help="CrossSectionalMomentum top-k values")
     p.add_argument("--assets", type=int, default=500); p.add_argument("--bars", type=int, default=5000)
     p.add_argument("--fast", default="2:18"); p.add_argument("--slow", default="20:165:5")
     p.add_argument("--skip-sweep", action="store_true")
@@ -228,7 +319,7 @@ def main():
     t0 = time.perf_counter()
     res = {"threads": {"ours_engine": 1, "ours_sweep": "numba prange over accounts, all cores", "vectorbt": 1, "cores": os.cpu_count(),
                        "timer": "CPU time of the process, all threads (time.process_time); wall time alongside"},
-           "sizes": {"assets": a.assets, "bars": a.bars, "fast": a.fast, "slow": a.slow}, "runs": a.runs}
+           "sizes": {name: getattr(a, name) for name in SIZE_FLAGS}, "runs": a.runs}
     goals = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -249,37 +340,48 @@ def main():
             goals.append((f"equity identical to vectorbt, {job} (max relative difference)", r["max_rel_diff_equity"], "< 1e-9", eq))
             print(f"[{time.perf_counter() - t0:6.0f}s] {job} done", flush=True)
 
-        fl = floor(a)
-        engine = res["signals_500"]["ours"]["warm_cpu"]["median"]
-        res["floor"] = {**fl, "engine_over_sum_floor": engine / fl["sum_cpu"]["median"], "engine_over_io_floor": engine / fl["io_cpu"]["median"],
-                        "engine_ns_per_cell": engine / fl["cells"] * 1e9, "sum_floor_ns_per_cell": fl["sum_cpu"]["median"] / fl["cells"] * 1e9}
-        goals.append(("general engine within 3x of one streaming pass (numba sum over the panel in memory order)", res["floor"]["engine_over_sum_floor"], "<= 3", res["floor"]["engine_over_sum_floor"] <= 3))
-        goals.append(("general engine within 3x of a pass with its I/O (read 2, write 6 (k, n) arrays)", res["floor"]["engine_over_io_floor"], "<= 3", res["floor"]["engine_over_io_floor"] <= 3))
+        # ---- the streaming floor (one fresh process, floor and engine interleaved)
+        fl = spawn("floor", "ours", a)
+        fl.pop("fresh_process_s", None)
+        res["floor"] = fl
+        for job, r in fl.items():
+            goals.append((f"general engine within 3x of one streaming pass (read close + target, write equity + positions), {job}, "
+                          f"median of {r['engine_over_floor']['runs']} paired runs [range {r['engine_over_floor']['min']:.2f}-{r['engine_over_floor']['max']:.2f}]",
+                          r["engine_over_floor"]["median"], "<= 3", r["engine_over_floor"]["median"] <= 3))
+        print(f"[{time.perf_counter() - t0:6.0f}s] floor done", flush=True)
 
-        if not a.skip_sweep:
-            job = "sweep_sma"
-            r = {lib: measure(job, lib, a, tmp, a.sweep_cold_runs if lib != "ours_fused" else 1, a.sweep_runs) for lib in ("ours", "vectorbt", "ours_fused")}
-            spawn(job, "vectorbt_same_ma", a, save=str(tmp / f"{job}-vectorbt_same_ma.npy"))  # untimed: the equality check
-            ours, theirs = np.load(tmp / f"{job}-ours.npy"), np.load(tmp / f"{job}-vectorbt_same_ma.npy")
+        # ---- sweeps of registered strategies
+        for job in () if a.skip_sweep else ("sweep_sma", "sweep_tsmom", "sweep_xsmom"):
+            libs = ("ours", "vectorbt", "ours_fused") if job == "sweep_sma" else ("ours", "vectorbt")
+            r = {lib: measure(job, lib, a, tmp, a.sweep_cold_runs if lib != "ours_fused" else 1, a.sweep_runs) for lib in libs}
+            ours = np.load(tmp / f"{job}-ours.npy")
+            if job == "sweep_sma":
+                spawn(job, "vectorbt_same_ma", a, save=str(tmp / f"{job}-vectorbt_same_ma.npy"))  # untimed: the equality check
+                theirs = np.load(tmp / f"{job}-vectorbt_same_ma.npy")
+                # against vectorbt's own MA: a different rolling-mean summation can break a tie (fast == slow to the last bits) the other way
+                r["runs_differing_over_1e-9_vs_vectorbt_own_ma"] = int((np.abs(ours / np.load(tmp / f"{job}-vectorbt.npy") - 1) > 1e-9).sum())
+                r["max_rel_diff_vs_fused"] = float(np.abs(ours / np.load(tmp / f"{job}-ours_fused.npy") - 1).max())
+            else:
+                theirs = np.load(tmp / f"{job}-vectorbt.npy")
             rel = np.abs(ours / theirs - 1)
             r["backtests"] = int(len(ours))
             r["max_rel_diff_final_value"] = float(rel.max()); r["runs_differing_over_1e-9"] = int((rel > 1e-9).sum())
-            # against vectorbt's own MA: a different rolling-mean summation can break a tie (fast == slow to the last bits) the other way
-            own = np.abs(ours / np.load(tmp / f"{job}-vectorbt.npy") - 1)
-            r["runs_differing_over_1e-9_vs_vectorbt_own_ma"] = int((own > 1e-9).sum())
-            r["max_rel_diff_vs_fused"] = float(np.abs(ours / np.load(tmp / f"{job}-ours_fused.npy") - 1).max())
             r["ratio_warm_cpu"] = r["vectorbt"]["warm_cpu"]["median"] / r["ours"]["warm_cpu"]["median"]
             r["ratio_warm_wall"] = r["vectorbt"]["warm_wall"]["median"] / r["ours"]["warm_wall"]["median"]
             r["ratio_cold_wall"] = r["vectorbt"]["cold_wall"]["median"] / r["ours"]["cold_wall"]["median"]
             r["memory_ratio_ours_over_vectorbt"] = max(r["ours"]["peak_mib"], 1.0) / max(r["vectorbt"]["peak_mib"], 1.0)  # below 1 MiB: noise
             res[job] = r
             same = r["runs_differing_over_1e-9"] == 0
-            goals.append((f"any strategy's sweep >= 10x vectorbt, {r['backtests']:,} SMACrossover backtests via sweep_strategy, warm CPU", r["ratio_warm_cpu"], ">= 10", r["ratio_warm_cpu"] >= 10 and same))
-            goals.append((f"any strategy's sweep >= 10x vectorbt, warm wall (our kernel uses {os.cpu_count()} threads)", r["ratio_warm_wall"], ">= 10", r["ratio_warm_wall"] >= 10 and same))
-            goals.append(("any strategy's sweep >= 10x vectorbt, cold (fresh process, first call) wall", r["ratio_cold_wall"], ">= 10", r["ratio_cold_wall"] >= 10 and same))
-            goals.append((f"sweep memory <= vectorbt's at {r['backtests']:,} backtests (peak RSS, ours/theirs)", r["memory_ratio_ours_over_vectorbt"], "<= 1", r["memory_ratio_ours_over_vectorbt"] <= 1))
-            goals.append(("sweep final values equal to vectorbt's on the same moving averages (runs differing by > 1e-9 relative)", r["runs_differing_over_1e-9"], "== 0", same))
-            print(f"  (against vectorbt's own MA, {r['runs_differing_over_1e-9_vs_vectorbt_own_ma']} of {r['backtests']} runs differ by > 1e-9: rolling-mean tie-breaks)")
+            what = {"sweep_sma": "SMACrossover backtests", "sweep_tsmom": "TimeSeriesMomentum backtests",
+                    "sweep_xsmom": "CrossSectionalMomentum portfolios (portfolio mode, cash shared)"}[job]
+            goals.append((f"any strategy's sweep >= 10x vectorbt, {r['backtests']:,} {what} via sweep_strategy, warm CPU", r["ratio_warm_cpu"], ">= 10", r["ratio_warm_cpu"] >= 10 and same))
+            goals.append((f"  same, warm wall (our sweep kernel uses {os.cpu_count()} threads)", r["ratio_warm_wall"], ">= 10", r["ratio_warm_wall"] >= 10 and same))
+            goals.append(("  same, cold (fresh process, first call) wall", r["ratio_cold_wall"], ">= 10", r["ratio_cold_wall"] >= 10 and same))
+            goals.append((f"  same, memory <= vectorbt's (peak RSS, ours/theirs)", r["memory_ratio_ours_over_vectorbt"], "<= 1", r["memory_ratio_ours_over_vectorbt"] <= 1))
+            goals.append((f"  same, final values equal to vectorbt's{' on the same moving averages' if job == 'sweep_sma' else ''} (runs differing by > 1e-9 relative)",
+                          r["runs_differing_over_1e-9"], "== 0", same))
+            if job == "sweep_sma":
+                print(f"  (against vectorbt's own MA, {r['runs_differing_over_1e-9_vs_vectorbt_own_ma']} of {r['backtests']} runs differ by > 1e-9: rolling-mean tie-breaks)")
             print(f"[{time.perf_counter() - t0:6.0f}s] {job} done", flush=True)
 
     res["goals"] = [{"goal": g, "measured": float(m), "target": t, "verdict": verdict(ok)} for g, m, t, ok in goals]
@@ -292,16 +394,18 @@ def main():
 def print_report(res: dict):
     f = lambda s: f"{s['median']:.4g} s [{s['min']:.4g}-{s['max']:.4g}, n={s['runs']}]"
     print(f"\nthreads: {res['threads']}")
-    for job in ("signals_500", "signals_sp20", "sweep_sma"):
+    for job in ("signals_500", "signals_sp20", "sweep_sma", "sweep_tsmom", "sweep_xsmom"):
         if job not in res: continue
         print(f"\n{job}")
         for lib, r in res[job].items():
             if isinstance(r, dict) and "warm_cpu" in r:
                 print(f"  {lib:<16} warm CPU {f(r['warm_cpu'])}  warm wall {f(r['warm_wall'])}  cold wall {f(r['cold_wall'])}  "
                       f"fresh process {f(r['fresh_process_wall'])}  peak +{r['peak_mib']:.0f} MiB")
-    fl = res["floor"]
-    print(f"\nstreaming floor over {fl['cells']:,} cells: sum {f(fl['sum_cpu'])} ({fl['sum_floor_ns_per_cell']:.2f} ns/cell), "
-          f"read-2-write-6 {f(fl['io_cpu'])}; engine {fl['engine_ns_per_cell']:.1f} ns/cell")
+    for job, fl in res.get("floor", {}).items():
+        print(f"\nstreaming floor, {job} ({fl['cells']:,} cells): floor {f(fl['floor_cpu'])} ({fl['floor_ns_per_cell']:.2f} ns/cell); "
+              f"backtest_weights {f(fl['engine_cpu'])} ({fl['engine_ns_per_cell']:.2f} ns/cell); backtest_signals {f(fl['engine_signals_cpu'])}")
+        print(f"  engine/floor {fl['engine_over_floor']['median']:.2f}x [{fl['engine_over_floor']['min']:.2f}-{fl['engine_over_floor']['max']:.2f}], "
+              f"with the signal conversion {fl['engine_signals_over_floor']['median']:.2f}x [{fl['engine_signals_over_floor']['min']:.2f}-{fl['engine_signals_over_floor']['max']:.2f}]")
     print("\nGOALS (ratios measured in this run)")
     for g in res["goals"]:
         print(f"  [{g['verdict']:>13}] {g['goal']}: {g['measured']:.4g} (goal {g['target']})")

@@ -160,6 +160,11 @@ def _put_rows(stacked: np.ndarray, row0: int, frame: pd.DataFrame):
     else:
         for j in range(a.shape[1]): stacked[row0 + j] = frame.iloc[:, j].to_numpy(np.float64)
 
+def _one_block(data: MarketData) -> MarketData:
+    "`data` with every price panel copied into one memory block: a frame held as one block per column (skfolio's loaders return those) makes each pandas operation of a strategy several times slower, once per parameter set."
+    panels = {name: getattr(data, name) for name in ("close", "open", "high", "low", "volume")}
+    return type(data)(**{**vars(data), **{name: p.copy() for name, p in panels.items() if p is not None}})
+
 def sweep_strategy(strategy: str | type[Strategy], # a registered strategy (class or snake-case name) or a Strategy class
                    data: MarketData, # the market data every run sees
                    grid: Mapping[str, Sequence] | Sequence[Mapping], # parameter values to sweep (product), or explicit parameter sets
@@ -183,6 +188,7 @@ def sweep_strategy(strategy: str | type[Strategy], # a registered strategy (clas
     if init_cash <= 0: raise InputValidationError("init_cash", init_cash, "must be positive")
     check_execution(execution)
     rule, period_start, threshold = _schedule_rule(schedule, data.index)
+    data = _one_block(data)
     built = [(p, _build(cls, p)) for p in sets]
     runs = [(p, s) for p, s in built if s is not None]
     skipped = [p for p, s in built if s is None]

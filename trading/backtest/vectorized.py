@@ -4,7 +4,7 @@
 
 # %% ../../nbs/backtest/01_vectorized.ipynb #245384dd
 from __future__ import annotations
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 import numpy as np
 import pandas as pd
@@ -13,9 +13,9 @@ from ..core.errors import InputValidationError
 from ..analytics.metrics import TRADE_COLUMNS
 
 # %% auto #0
-__all__ = ['ON_CHANGE', 'ON_DECISION', 'EVERY_BAR', 'CALENDAR', 'Schedule', 'Execution', 'EXECUTIONS', 'BacktestResult',
-           'trades_frame', 'check_execution', 'next_bar', 'rebalance_mask', 'backtest_weights', 'signals_to_target',
-           'backtest_signals']
+__all__ = ['ON_CHANGE', 'ON_DECISION', 'EVERY_BAR', 'CALENDAR', 'FILL_FIELDS', 'Schedule', 'Execution', 'EXECUTIONS',
+           'BacktestResult', 'trades_frame', 'check_execution', 'next_bar', 'rebalance_mask', 'backtest_weights',
+           'signals_to_target', 'backtest_signals']
 
 # %% ../../nbs/backtest/01_vectorized.ipynb #f9bacdaf
 @njit(cache=True)
@@ -260,19 +260,142 @@ def _summarize_accounts(price, close, target, symbol_of, period_start, rule, lag
         final[r] = v; mdd[r] = worst; fills[r] = nf; sells[r] = s; paid[r] = f
     return final, mdd, fills, sells, paid
 
+# %% ../../nbs/backtest/01_vectorized.ipynb #3ea42a18
+FILL_FIELDS = ("account", "bar", "qty", "price", "fee", "cash")  # a fill record's columns (signed qty; cash after the fill)
+
+@njit(cache=True, error_model="numpy")
+def _marked_accounts(price, close, target, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage,
+                     equity, positions):
+    "Independent accounts, one per row of the (k, n) inputs, in one pass each: fills the (k, n) equity and positions; returns the fill records (`FILL_FIELDS`)."
+    k, n = close.shape
+    skip = rule == ON_CHANGE or rule == ON_DECISION  # rules under which a bar without a decision cannot rebalance
+    fills = np.empty((max(64, 4 * k), 6)); nf = 0
+    for j in range(k):
+        pj = price[j]; cj = close[j]; tj = target[j]; eq = equity[j]; pos = positions[j]
+        cash = init_cash; shares = 0.0; last = np.nan; lastc = np.nan
+        ff = np.nan; prev_ff = np.nan; prev_go = False  # the plan (forward-filled target, rebalance flag) of the previous bar
+        i = -1
+        while i < n - 1:
+            i += 1
+            if skip and not prev_go:  # nothing pending: mark every bar up to the next decision, nothing else can happen there
+                while i < n and np.isnan(tj[i]):
+                    c = cj[i]
+                    if not np.isnan(c): lastc = c
+                    eq[i] = cash + shares * (lastc if not np.isnan(lastc) else 0.0); pos[i] = shares
+                    i += 1
+                if i == n: break
+            v = tj[i]
+            was_decided = not np.isnan(ff)
+            changed = False
+            if not np.isnan(v):
+                changed = np.isnan(ff) or v != ff
+                ff = v
+            decided = not np.isnan(ff)
+            if rule == ON_CHANGE: plan_go = changed
+            elif rule == ON_DECISION: plan_go = not np.isnan(v)
+            elif rule == EVERY_BAR: plan_go = decided
+            else: plan_go = decided and (period_start[i] or not was_decided)
+            if lag: t = prev_ff; go_bar = prev_go  # decided at i-1, acted on at i
+            else: t = ff; go_bar = plan_go
+            prev_ff = ff; prev_go = plan_go
+            if go_bar:  # the arithmetic of `_account`, operation for operation
+                p = pj[i]
+                if not np.isnan(p): last = p
+                value = cash
+                if shares != 0.0 and not np.isnan(last): value += shares * last
+                go = True
+                if threshold > 0.0 and value > 0.0:
+                    drift = 0.0
+                    if not np.isnan(t) and not np.isnan(p):
+                        w = shares * p / value
+                        drift = max(drift, abs(w - t))
+                    go = drift > threshold
+                if go and not (np.isnan(t) or np.isnan(p) or p <= 0.0):
+                    delta = t * value / p - shares
+                    px = 0.0; fee = 0.0; trade = False
+                    if delta < 0.0:
+                        px = p * (1.0 - slippage); fee = -delta * px * fee_rate
+                        cash += -delta * px - fee
+                        trade = True
+                    elif delta > 0.0:
+                        px = p * (1.0 + slippage)
+                        if not allow_leverage:
+                            affordable = max(cash, 0.0) / (px * (1.0 + fee_rate))
+                            if delta > affordable: delta = affordable
+                        if delta > 0.0:
+                            fee = delta * px * fee_rate
+                            cash -= delta * px + fee
+                            trade = True
+                    if trade:
+                        shares += delta
+                        if nf == len(fills):  # grown by doubling: amortised, never per fill
+                            grown = np.empty((2 * nf, 6)); grown[:nf] = fills; fills = grown
+                        fills[nf, 0] = j; fills[nf, 1] = i; fills[nf, 2] = delta; fills[nf, 3] = px; fills[nf, 4] = fee; fills[nf, 5] = cash
+                        nf += 1
+            c = cj[i]
+            if not np.isnan(c): lastc = c
+            eq[i] = cash + shares * (lastc if not np.isnan(lastc) else 0.0); pos[i] = shares
+    return fills[:nf]
+
+@njit(cache=True)
+def _fill_episodes(fills, k, close_last):
+    "`_episodes` records from `_marked_accounts` fill records (sorted by account, then bar)."
+    out = np.empty((max(16, 2 * k), 8)); m = 0
+    bars = fills[:, 1].astype(np.int64); qty = fills[:, 2].copy(); px = fills[:, 3].copy(); fee = fills[:, 4].copy()
+    r = 0
+    for j in range(k):
+        s = r
+        while r < len(fills) and fills[r, 0] == j: r += 1
+        out, m = _column_episodes(out, m, j, bars[s:r], qty[s:r], px[s:r], fee[s:r], r - s, close_last[j])
+    return out[:m]
+
+def _derive_independent(name: str, fills: np.ndarray, equity: np.ndarray, positions: np.ndarray, close: pd.DataFrame, init_cash: float):
+    "One of the frames `_marked_accounts` does not write, from its fills: (k, n) cash, weights, fees, turnover, or the trade records."
+    k, n = equity.shape
+    acct, bar = fills[:, 0].astype(np.int64), fills[:, 1].astype(np.int64)
+    if name == "trades":
+        return _fill_episodes(fills, k, close.ffill().to_numpy(np.float64)[-1] if n else np.full(k, np.nan))
+    if name == "cash":  # constant between fills: the cash after each fill, carried forward
+        cash = np.full((k, n), np.nan); cash[acct, bar] = fills[:, 5]
+        return pd.DataFrame(cash.T).ffill().fillna(init_cash).to_numpy().T
+    if name == "fees":
+        fees = np.zeros((k, n)); fees[acct, bar] = fills[:, 4]
+        return fees
+    if name == "turnover":  # traded notional over the account's value, the kernel's order of operations
+        notional = np.zeros((k, n)); notional[acct, bar] = np.abs(fills[:, 2] * fills[:, 3])
+        return notional / equity
+    if name == "weights":  # holdings marked at the last known close, over the account's value
+        mark = _rows(close.ffill().fillna(0.0).to_numpy(np.float64))
+        return positions * mark / equity
+    raise KeyError(name)
+
+
 # %% ../../nbs/backtest/01_vectorized.ipynb #b75c4c3f
+_DERIVABLE = frozenset(("cash", "positions", "weights", "fees", "turnover", "trades"))
+
 @dataclass
 class BacktestResult:
     "Everything a backtest produced; one column per account (`portfolio`, or one per symbol in independent mode)."
     equity: pd.DataFrame  # account value at each bar's close, currency
-    cash: pd.DataFrame
-    positions: pd.DataFrame  # shares held after each bar (columns: symbols)
-    weights: pd.DataFrame  # actual weights after each bar (drifted), by symbol
-    fees: pd.DataFrame  # fees paid per bar and symbol
-    turnover: pd.DataFrame  # traded notional / account value, per bar and account
-    trades: pd.DataFrame  # one row per flat-to-flat position episode
+    cash: pd.DataFrame = None  # cash after each bar, currency
+    positions: pd.DataFrame = None  # shares held after each bar (columns: symbols)
+    weights: pd.DataFrame = None  # actual weights after each bar (drifted), by symbol
+    fees: pd.DataFrame = None  # fees paid per bar and symbol
+    turnover: pd.DataFrame = None  # traded notional / account value, per bar and account
+    trades: pd.DataFrame = None  # one row per flat-to-flat position episode
     init_cash: float = 1.0  # starting cash per account: bar 0's return is measured from it
     execution: str = "next_close"  # fill convention ("next_close", "next_open" or "close")
+    derive: object = field(default=None, repr=False, compare=False)  # computes a frame left as None from the recorded fills, on its first read
+
+    def __getattribute__(self, name):
+        value = object.__getattribute__(self, name)
+        if value is None and name in _DERIVABLE:
+            derive = object.__getattribute__(self, "derive")
+            if derive is not None:
+                value = derive(name); object.__setattr__(self, name, value)
+        return value
+    def __getstate__(self):  # a pickle (e.g. a Dask result) carries every frame, not the function that derives them
+        return {**{name: getattr(self, name) for name in self.__dict__}, "derive": None}
 
     @property
     def returns(self) -> pd.DataFrame:
@@ -398,12 +521,15 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
     if mode == "independent":  # column by column, in memory order; outputs go back to pandas without a copy
         ct = _rows(c)
         # outputs allocated by numpy, not inside the kernel: numpy asks for huge pages, which makes first touch ~4x cheaper
-        equity, cash, shares, weights, fees, turnover = (np.empty(ct.shape) for _ in range(6))
-        rec = _simulate_accounts(ct if px is c else _rows(px), ct, _rows(target.to_numpy(np.float64)), period_start, rule, lag, *args,
-                                 equity, cash, shares, weights, fees, turnover)
-        return BacktestResult(equity=frame(equity.T, syms), cash=frame(cash.T, syms), positions=frame(shares.T, syms),
-                              weights=frame(weights.T, syms), fees=frame(fees.T, syms), turnover=frame(turnover.T, syms),
-                              trades=trades_frame(rec, idx, syms), init_cash=float(init_cash), execution=execution)
+        equity, positions = np.empty(ct.shape), np.empty(ct.shape)
+        fills = _marked_accounts(ct if px is c else _rows(px), ct, _rows(target.to_numpy(np.float64)), period_start, rule, lag, *args,
+                                 equity, positions)
+        snapshot = close.copy(deep=False)  # copy-on-write: a later edit of the caller's frame does not reach the derived frames
+        def derive(name: str):
+            a = _derive_independent(name, fills, equity, positions, snapshot, float(init_cash))
+            return trades_frame(a, idx, syms) if name == "trades" else frame(a.T, syms)
+        return BacktestResult(equity=frame(equity.T, syms), positions=frame(positions.T, syms), init_cash=float(init_cash),
+                              execution=execution, derive=derive)
     tgt, mask = _targets_and_mask(target, schedule, per_column=False)
     if lag: tgt, mask = next_bar(tgt), next_bar(mask)
     cr = np.ascontiguousarray(c)  # one account walks bar by bar: rows contiguous
