@@ -1,6 +1,6 @@
 """Benchmark (not a test): bulk ingest of the data/ snapshot into `bars`, ours against pandas' COPY recipe and to_sql.
 
-    python bench/store_ingest.py [--dir data] [--pg-url URL] [--runs 5] [--cold-runs 3]
+    python bench/store_ingest.py [--dir data] [--pg-url URL] [--runs 5] [--cold-runs 3] [--pg-to-sql]
 
 Every run starts from fresh databases (PostgreSQL: CREATE DATABASE + migrations; SQLite: a new file), with the bars
 already read into memory, and the methods' order rotates from run to run (a shared machine drifts). Timed:
@@ -17,7 +17,7 @@ already read into memory, and the methods' order rotates from run to run (a shar
   floor        PostgreSQL: Arrow's CSV of the rows (rendered before the timer) COPYed straight into `bars`: no Python in
                the timer, no check at all. What any client writing into this table pays the server; the foreign key's
                per-row trigger is most of it (EXPLAIN ANALYZE in nbs/store/03_bars.ipynb).
-  to_sql       pandas' default `to_sql(if_exists="append", index=False)` into a table pandas creates
+  to_sql       pandas' default `to_sql(if_exists="append", index=False)` into a table pandas creates (PostgreSQL: with --pg-to-sql)
 Each method's rows are checked equal to ours (count + an md5 over every row's text, floats in shortest exact form).
 
 Times: wall, and CPU = this process + the PostgreSQL backend serving the connection (from /proc; background writer,
@@ -162,8 +162,16 @@ def job_of(data_dir: str) -> dict:
 
 
 def arrow_csv(job) -> bytes:
-    from trading.store.bars import _check_keys, _csv_postgres
-    return _csv_postgres(job["all_bars"], "1D", _check_keys(job["all_bars"])).to_pybytes()
+    "The rows as CSV for COPY straight into `bars` (ISO timestamps, shortest round-trip floats), rendered by Arrow before the timer."
+    import pyarrow as pa, pyarrow.csv as pacsv
+    df = job["all_bars"]
+    table = pa.table(dict(symbol=pa.array(df["symbol"]), timeframe=pa.array(["1D"] * len(df), pa.string()),
+                          ts_event=pa.array(df["ts_event"].dt.as_unit("us")),
+                          **{c: pa.array(df[c].to_numpy(dtype="float64"), pa.float64(), from_pandas=True) for c in COLS[3:-1]},
+                          source=pa.array(df["source"])))
+    buf = pa.BufferOutputStream()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+    return buf.getvalue().to_pybytes()
 
 
 def run_method(method, kind, pg_url, tmp, job, before=None, csv=None, check=True) -> dict:
@@ -213,7 +221,7 @@ def main(argv=None):
     p.add_argument("--pg-url", default=os.environ.get("TRADING_TEST_PG_URL"))
     p.add_argument("--runs", type=int, default=5, help="warm runs per method (the protocol's minimum is 5)")
     p.add_argument("--cold-runs", type=int, default=3, help="fresh processes per method for the cold numbers (5: the full protocol)")
-    p.add_argument("--skip-to-sql", action="store_true", help="leave out pandas' slow default to_sql")
+    p.add_argument("--pg-to-sql", action="store_true", help="time pandas' default to_sql on PostgreSQL too (5-10 s a run; SQLite always has it)")
     p.add_argument("--cold-child", nargs=2, metavar=("METHOD", "KIND"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.cold_child: return cold_child(*a.cold_child, a.pg_url, a.dir)
@@ -226,7 +234,7 @@ def main(argv=None):
     before, csv, report = before_module(), arrow_csv(job), {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
-            methods = ["ours", "before"] + (["recipe_bare", "recipe_ours", "floor"] if kind == "postgresql" else []) + ([] if a.skip_to_sql else ["to_sql"])
+            methods = ["ours", "before"] + (["recipe_bare", "recipe_ours", "floor"] if kind == "postgresql" else []) + (["to_sql"] if kind == "sqlite" or a.pg_to_sql else [])
             runs = {}
             for r in range(a.runs):
                 for m in methods[r % len(methods):] + methods[:r % len(methods)]:  # rotate the order

@@ -133,3 +133,20 @@ def test_concurrent_overlapping_ingests_end_consistent(db, kind):
         expect_writer = [overlap_owner if 20 <= d < 40 else (1 if d < 20 else 2) for d in expect_days]
         assert writer.tolist() == expect_writer, (mode, first)
         np.testing.assert_array_equal(stored["close"].to_numpy(), [100 + w / 2 + d / 100 for w, d in zip(writer, days)])
+
+
+def test_timestamps_round_trip_to_the_microsecond(db, kind):
+    "Staged as integer microseconds (PostgreSQL), stored as timestamptz: exact before 1970, at odd microseconds, far ahead."
+    _register(db, "TSX")
+    ts = pd.to_datetime(["1900-01-01 00:00:00.000001", "1969-12-31 23:59:59.999999", "1970-01-01 00:00:00.000000", "2024-02-29 13:45:12.345678",
+                         "2200-12-31 23:59:59.999999"], utc=True).as_unit("ns")
+    df = bars_of("TSX", 1, len(ts)).assign(ts_event=ts)
+    assert ingest_bars(db, df, "24/7", validate=False) == IngestResult(5, 5)
+    pd.testing.assert_frame_equal(read_bars(db, "TSX"), df)
+    changed = df.copy()
+    changed.loc[[1, 3], "close"] += 0.125  # the merge path: the conflict is found at exactly these microseconds
+    with pytest.raises(DataValidationError) as e:
+        ingest_bars(db, changed, "24/7", validate=False)
+    assert e.value.ts_event == ts[1] and e.value.count == 2
+    assert ingest_bars(db, changed, "24/7", on_conflict="update", validate=False) == IngestResult(5, 0, 2, 3)
+    pd.testing.assert_frame_equal(read_bars(db, "TSX"), changed)

@@ -57,7 +57,7 @@ def _check_keys(df: pd.DataFrame) -> _Keys:
         i = int(np.argmax(bad))
         raise DataValidationError("sub_microsecond_timestamp", "the store keeps microseconds; round the timestamps at the source",
                                   symbol=str(df["symbol"].iloc[i]), ts_event=df["ts_event"].iloc[i], count=int(bad.sum()))
-    codes, symbols = pd.factorize(df["symbol"].astype(object), sort=True)  # a missing symbol is code -1; the NOT NULL refuses it later
+    codes, symbols = pd.factorize(df["symbol"], sort=True)  # a missing symbol is code -1; the NOT NULL refuses it later
     order = np.lexsort((ns, codes))
     c, t = codes[order], ns[order]
     dup = (c[1:] == c[:-1]) & (t[1:] == t[:-1])
@@ -93,28 +93,35 @@ def _stage_sqlite(conn: Connection, df: pd.DataFrame, timeframe: str, keys: _Key
     finally: cur.close()
 
 def _csv_postgres(df: pd.DataFrame, timeframe: str, keys: _Keys) -> bytes:
-    "The rows in key order as one CSV stream for COPY, written by Arrow (no Python object per cell): ISO timestamps with Z, shortest round-trip floats, NULL as an unquoted empty field."
+    """The rows in key order as one CSV stream for COPY, written by Arrow (no Python object per cell): shortest round-trip
+    floats, NULL as an unquoted empty field, `ts_event` as integer microseconds (Arrow spends ~1 µs a row writing an ISO
+    timestamp, PostgreSQL about as much parsing it; an integer costs neither, and `_staged` turns it into a timestamptz exactly)."""
     import pyarrow as pa, pyarrow.csv as pacsv
-    o = keys.order
-    table = pa.table(dict(symbol=pa.array(df["symbol"].astype(object).to_numpy()[o], pa.string()),
+    table = pa.table(dict(symbol=pa.array(df["symbol"].astype(object).to_numpy(), pa.string()),
                           timeframe=pa.array([timeframe] * len(df), pa.string()),
-                          ts_event=pa.array(keys.us[o], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-                          **{c: pa.array(df[c].to_numpy(dtype="float64")[o], pa.float64(), from_pandas=True) for c in _VALUE_COLS[:-1]},
-                          source=pa.array(df["source"].astype(object).to_numpy()[o], pa.string())))
+                          ts_us=pa.array(keys.us, pa.int64()),
+                          **{c: pa.array(df[c].to_numpy(dtype="float64"), pa.float64(), from_pandas=True) for c in _VALUE_COLS[:-1]},
+                          source=pa.array(df["source"].astype(object).to_numpy(), pa.string())))
+    if not (np.diff(keys.order) == 1).all(): table = table.take(keys.order)  # a snapshot's bars come sorted already
     buf = pa.BufferOutputStream()
     pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
     return buf.getvalue()
 
-def _copy_postgres(conn: Connection, table: str, csv: bytes):
-    with conn.connection.driver_connection.cursor() as cur:
-        with cur.copy(f"COPY {table} ({', '.join(_ALL)}) FROM STDIN (FORMAT csv)") as cp: cp.write(csv)
+_STAGE_COLS = ["symbol", "timeframe", "ts_us", *_VALUE_COLS]
 
 def _stage_postgres(conn: Connection, csv: bytes):
-    "COPY the rows into a temporary staging table (no index, no WAL, dropped at commit), `ts_event` already a timestamptz."
-    conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS _stage_bars (symbol text, timeframe text, ts_event timestamptz, open float8, "
+    "COPY the rows into a temporary staging table (no index, no WAL, dropped at commit)."
+    conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS _stage_bars (symbol text, timeframe text, ts_us int8, open float8, "
                          "high float8, low float8, close float8, volume float8, source text) ON COMMIT DROP")
     conn.exec_driver_sql("TRUNCATE _stage_bars")
-    _copy_postgres(conn, "_stage_bars", csv)
+    with conn.connection.driver_connection.cursor() as cur:
+        with cur.copy(f"COPY _stage_bars ({', '.join(_STAGE_COLS)}) FROM STDIN (FORMAT csv)") as cp: cp.write(csv)
+
+def _staged(conn: Connection) -> str:
+    "The staged rows with `ts_event` in the storage type (PostgreSQL: microseconds to timestamptz, exact: integer µs added to the epoch)."
+    if is_sqlite(conn): return "_stage_bars"
+    return ("(SELECT symbol, timeframe, timestamptz '1970-01-01 00:00:00+00' + ts_us * interval '1 microsecond' AS ts_event, "
+            f"{', '.join(_VALUE_COLS)} FROM _stage_bars)")
 
 def _lock_keys(conn: Connection, symbols: list, timeframe: str):
     """PostgreSQL: take a transaction-level advisory lock per (symbol, timeframe) being ingested, in sorted order.
@@ -128,10 +135,12 @@ def _lock_keys(conn: Connection, symbols: list, timeframe: str):
 
 def _overlaps(conn: Connection, keys: _Keys, timeframe: str) -> bool:
     "Is any bar stored for the batch's symbols and timeframe between each symbol's first and last timestamp? (A range probe of the primary key per symbol.)"
-    if is_sqlite(conn):  # the ranges from the staged rows: no parameter list to outgrow
-        return bool(conn.exec_driver_sql(
-            "SELECT EXISTS (SELECT 1 FROM (SELECT symbol, min(ts_event) AS lo, max(ts_event) AS hi FROM _stage_bars GROUP BY symbol) r "
-            "JOIN bars b ON b.symbol = r.symbol AND b.timeframe = ? AND b.ts_event BETWEEN r.lo AND r.hi)", (timeframe,)).scalar())
+    if is_sqlite(conn):  # in-process: one indexed lookup per symbol costs microseconds (a GROUP BY over the staged rows cost more)
+        cur = conn.connection.driver_connection.cursor()
+        try:
+            return any(cur.execute("SELECT EXISTS (SELECT 1 FROM bars WHERE symbol = ? AND timeframe = ? AND ts_event BETWEEN ? AND ?)",
+                                   (s, timeframe, int(lo), int(hi))).fetchone()[0] for s, lo, hi in zip(keys.symbols, keys.first_us, keys.last_us))
+        finally: cur.close()
     rng = dict(tf=timeframe, symbols=keys.symbols, lo=[from_epoch_us(v) for v in keys.first_us], hi=[from_epoch_us(v) for v in keys.last_us])
     return bool(conn.exec_driver_sql(
         "SELECT EXISTS (SELECT 1 FROM unnest(%(symbols)s::text[], %(lo)s::timestamptz[], %(hi)s::timestamptz[]) r(symbol, lo, hi) "
@@ -184,46 +193,12 @@ def _match_staged(conn: Connection) -> tuple[int, int]:
     cheaper but is not safe: right after a bulk load `bars` has no statistics yet, the bound makes the planner expect
     a handful of rows and it picked a nested loop that ran for minutes on 166k staged bars (measured)."""
     key = " AND ".join(f"b.{k} = s.{k}" for k in _KEY)
-    return tuple(conn.exec_driver_sql(f"SELECT count(*), count(*) FILTER (WHERE {_differs(conn)}) FROM _stage_bars s JOIN bars b ON {key}").one())
+    return tuple(conn.exec_driver_sql(f"SELECT count(*), count(*) FILTER (WHERE {_differs(conn)}) FROM {_staged(conn)} s JOIN bars b ON {key}").one())
 
 def _refuse_conflicts(conn: Connection, timeframe: str, conflicts: int):
     "The typed `bar_conflict`, naming the first (symbol, ts_event) whose stored values differ."
     key = " AND ".join(f"b.{k} = s.{k}" for k in _KEY)
-    sym, ts = conn.exec_driver_sql(f"SELECT s.symbol, s.ts_event FROM _stage_bars s JOIN bars b ON {key} WHERE {_differs(conn)} "
-                                   "ORDER BY s.symbol, s.ts_event LIMIT 1").one()
-    raise DataValidationError("bar_conflict", f"stored {timeframe} bars differ from the ones being ingested; pass on_conflict='update' to replace them",
-                              symbol=sym, ts_event=pd.Timestamp(ts, unit="us", tz="UTC") if is_sqlite(conn) else pd.Timestamp(ts), count=conflicts)
-
-def _merge_staged(conn: Connection, n: int, timeframe: str, on_conflict: str) -> tuple[int, int, int]:
-    """Check the staged bars against the stored ones, then write them; returns (inserted, updated, ignored).
-
-    No `ON CONFLICT`: the lock (PostgreSQL) or the write transaction (SQLite) makes the check exact until commit, so the
-    new rows go in with a plain INSERT: all of them when no key matched, none on an identical re-ingest, else an anti-join."""
-    matched, conflicts = _match_staged(conn)
-    if conflicts and on_conflict == "error": _refuse_conflicts(conn, timeframe, conflicts)
-    key = " AND ".join(f"b.{k} = s.{k}" for k in _KEY)
-    updated = 0
-    if conflicts and on_conflict == "update":
-        sets = ", ".join(f"{c} = s.{c}" for c in _VALUE_COLS)
-        updated = conn.exec_driver_sql(f"UPDATE bars AS b SET {sets} FROM _stage_bars s WHERE {key} AND ({_differs(conn)})").rowcount
-    cols = ", ".join(_ALL)
-    new = "" if matched == 0 else f" WHERE NOT EXISTS (SELECT 1 FROM bars b WHERE {key})"
-    inserted = 0 if matched == n else conn.exec_driver_sql(f"INSERT INTO bars ({cols}) SELECT {cols} FROM _stage_bars s{new}").rowcount
-    return inserted, updated, (0 if on_conflict == "update" else conflicts)
-
-def _match_staged(conn: Connection) -> tuple[int, int]:
-    """One join of the staged bars with the stored ones: (stored keys matched, of them stored with other values).
-
-    A hash join over `bars` (as the old conflict check did). Bounding `bars` by the batch's symbols and time span looks
-    cheaper but is not safe: right after a bulk load `bars` has no statistics yet, the bound makes the planner expect
-    a handful of rows and it picked a nested loop that ran for minutes on 166k staged bars (measured)."""
-    key = " AND ".join(f"b.{k} = s.{k}" for k in _KEY)
-    return tuple(conn.exec_driver_sql(f"SELECT count(*), count(*) FILTER (WHERE {_differs(conn)}) FROM _stage_bars s JOIN bars b ON {key}").one())
-
-def _refuse_conflicts(conn: Connection, timeframe: str, conflicts: int):
-    "The typed `bar_conflict`, naming the first (symbol, ts_event) whose stored values differ."
-    key = " AND ".join(f"b.{k} = s.{k}" for k in _KEY)
-    sym, ts = conn.exec_driver_sql(f"SELECT s.symbol, s.ts_event FROM _stage_bars s JOIN bars b ON {key} WHERE {_differs(conn)} "
+    sym, ts = conn.exec_driver_sql(f"SELECT s.symbol, s.ts_event FROM {_staged(conn)} s JOIN bars b ON {key} WHERE {_differs(conn)} "
                                    "ORDER BY s.symbol, s.ts_event LIMIT 1").one()
     raise DataValidationError("bar_conflict", f"stored {timeframe} bars differ from the ones being ingested; pass on_conflict='update' to replace them",
                               symbol=sym, ts_event=pd.Timestamp(ts, unit="us", tz="UTC") if is_sqlite(conn) else pd.Timestamp(ts), count=conflicts)
@@ -240,10 +215,10 @@ def _merge_staged(conn: Connection, n: int, timeframe: str, on_conflict: str, ov
     updated = 0
     if conflicts and on_conflict == "update":
         sets = ", ".join(f"{c} = s.{c}" for c in _VALUE_COLS)
-        updated = conn.exec_driver_sql(f"UPDATE bars AS b SET {sets} FROM _stage_bars s WHERE {key} AND ({_differs(conn)})").rowcount
+        updated = conn.exec_driver_sql(f"UPDATE bars AS b SET {sets} FROM {_staged(conn)} s WHERE {key} AND ({_differs(conn)})").rowcount
     cols = ", ".join(_ALL)
     new = "" if matched == 0 else f" WHERE NOT EXISTS (SELECT 1 FROM bars b WHERE {key})"
-    inserted = 0 if matched == n else conn.exec_driver_sql(f"INSERT INTO bars ({cols}) SELECT {cols} FROM _stage_bars s{new}").rowcount
+    inserted = 0 if matched == n else conn.exec_driver_sql(f"INSERT INTO bars ({cols}) SELECT {cols} FROM {_staged(conn)} s{new}").rowcount
     return inserted, updated, (0 if on_conflict == "update" else conflicts)
 
 def ingest_bars_conn(conn: Connection, # open write transaction
