@@ -483,6 +483,13 @@ def _targets_and_mask(target: pd.DataFrame, schedule: Schedule, per_column: bool
         mask = (decided & first_of_period[:, None]) | first
     return ff, (mask if per_column else mask.any(axis=1))
 
+def _last_known(a: np.ndarray) -> np.ndarray:
+    "Each column's last non-NaN value (NaN if none): the last row of a forward fill, without filling the panel."
+    valid = ~np.isnan(a)
+    if not len(a): return np.full(a.shape[1], np.nan)
+    row = len(a) - 1 - np.argmax(valid[::-1], axis=0)
+    return np.where(valid.any(axis=0), a[row, np.arange(a.shape[1])], np.nan)
+
 def _rows(a: np.ndarray) -> np.ndarray:
     "A (bars x columns) array as (columns x bars) C-contiguous: a free view of a pandas float block, one transpose otherwise."
     return np.ascontiguousarray(a.T)
@@ -534,15 +541,15 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
     if lag: tgt, mask = next_bar(tgt), next_bar(mask)
     cr = np.ascontiguousarray(c)  # one account walks bar by bar: rows contiguous
     cash, shares, traded, exec_px, fees = _simulate(cr if px is c else np.ascontiguousarray(px), cr, np.ascontiguousarray(tgt), mask, *args)
-    close_ff = _ffill_changes(cr)[0]  # marks use the last known close
-    trades = trades_frame(_episodes(traded, exec_px, fees, close_ff[-1]), idx, syms)
-    notional = np.abs(np.nan_to_num(traded * exec_px))
     value, held = _mark(cr, shares, cash)
     value, cash = value[:, None], cash[:, None]
+    last_close = _last_known(cr)  # open trades are marked at it
+    def derive(name: str):  # read by few callers: computed on first read
+        if name == "trades": return trades_frame(_episodes(traded, exec_px, fees, last_close), idx, syms)
+        if name == "weights": return frame(held / value, syms)
+        if name == "turnover": return frame(np.abs(np.nan_to_num(traded * exec_px)).sum(axis=1, keepdims=True) / value, ["portfolio"])
     return BacktestResult(equity=frame(value, ["portfolio"]), cash=frame(cash, ["portfolio"]), positions=frame(shares, syms),
-                          weights=frame(held / value, syms), fees=frame(fees, syms),
-                          turnover=frame(notional.sum(axis=1, keepdims=True) / value, ["portfolio"]), trades=trades,
-                          init_cash=float(init_cash), execution=execution)
+                          fees=frame(fees, syms), init_cash=float(init_cash), execution=execution, derive=derive)
 
 # %% ../../nbs/backtest/01_vectorized.ipynb #1b05b8e0
 @njit(cache=True)
