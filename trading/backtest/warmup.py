@@ -25,7 +25,8 @@ def warm_up() -> None:
     idx = pd.date_range("2024-01-01", periods=8, freq="D", tz="UTC")
     close = pd.DataFrame({"A": np.linspace(10, 12, 8), "B": np.linspace(20, 18, 8)}, index=idx)
     target = pd.DataFrame({"A": [0.5] + [np.nan] * 7, "B": [0.5] + [np.nan] * 7}, index=idx)
-    for mode in ("portfolio", "independent"): backtest_weights(close, target, fee_rate=0.001, mode=mode)
+    for mode in ("portfolio", "independent"):
+        backtest_weights(close, target, fee_rate=0.001, mode=mode).trades  # read: independent mode derives trades with a kernel of its own
     backtest_events(MarketData(close=close), target, costs=Costs(fee_rate=0.001))
     orders = pd.DataFrame([dict(ts_event=idx[0], symbol="A", side="buy", qty=1.0, order_type="limit", limit_price=11.0)])
     backtest_events(MarketData(close=close), orders=orders, init_cash=100.0)
