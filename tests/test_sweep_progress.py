@@ -23,7 +23,9 @@ def _final_count(err: str) -> tuple[int, int]:
     return tuple(map(int, counts[-1]))
 
 
-def test_sma_sweep_bar_counts_every_pair_and_chunking_changes_nothing(capsys):
+def test_sma_sweep_bar_counts_every_pair_and_chunking_changes_nothing(capsys, monkeypatch):
+    import trading.backtest.sweep as sweep
+    monkeypatch.setattr(sweep, "_SMA_CHUNK_CELLS", 1)  # this small job would run in one call: force the chunks
     close = _close()
     fast, slow = list(range(2, 30, 3)), list(range(20, 120, 7))  # many pairs: the bar splits them into ~20 chunks
     n_pairs = sum(a < b for a in fast for b in slow)
