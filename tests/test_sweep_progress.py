@@ -53,3 +53,19 @@ def test_default_is_quiet_off_a_terminal(capsys):
     sweep_sma_crossover(_close(), [5, 10], [20, 40])  # pytest's stderr is no TTY and no notebook: nothing drawn
     sweep_strategy("sma_crossover", MarketData(close=_close()), {"fast": [5], "slow": [20]})
     assert capsys.readouterr().err == ""
+
+
+def test_auto_bar_in_a_terminal_skips_quick_sweeps(monkeypatch):
+    "In a terminal the bar is on by default, but work under a second (the numba warm-up on import, small grids) draws nothing."
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self): return True
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    sweep_sma_crossover(_close(), [5, 10], [20, 40])
+    sweep_strategy("sma_crossover", MarketData(close=_close()), {"fast": [5], "slow": [20]})
+    assert term.getvalue() == ""
+    sweep_strategy("sma_crossover", MarketData(close=_close()), {"fast": [5], "slow": [20]}, progress=True)
+    assert "1/1" in term.getvalue()  # the same terminal does show a bar asked for

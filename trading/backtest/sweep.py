@@ -82,12 +82,14 @@ _SMA_CHUNK_CELLS = 8e7  # least (pairs x bars x symbols) per kernel call when a 
 
 def _progress_bar(total: int, # units of work the bar counts to
                   desc: str, # what is counted
-                  progress: bool | None, # True: always; False: never; None: in a terminal or a notebook only (no noise in logs, tests, CI)
+                  progress: bool | None, # True: always; False: never; None: in a terminal or a notebook, for work over a second (no noise in logs, tests, CI)
                  ):
     "A tqdm bar (stderr in a terminal, a widget in a notebook), updated by the caller once per chunk of work."
     from tqdm.auto import tqdm
-    if progress is None: progress = sys.stderr.isatty() or _in_notebook()
-    return tqdm(total=total, desc=desc, unit="set", disable=not progress, file=sys.stderr, leave=True, dynamic_ncols=True)
+    auto = progress is None
+    if auto: progress = sys.stderr.isatty() or _in_notebook()
+    # automatic bars wait a second: quick sweeps (the numba warm-up on import, small grids) draw nothing at all
+    return tqdm(total=total, desc=desc, unit="set", disable=not progress, file=sys.stderr, leave=True, dynamic_ncols=True, delay=1.0 if auto else 0)
 
 def sweep_sma_crossover(close: pd.DataFrame, # prices (bars x symbols)
                         fast: Sequence[int], # fast windows, bars
