@@ -81,7 +81,8 @@ bench: install snapshot services
 	$(PY) bench/dashboard_update_latency.py  # the dashboard on the stream vs polling the store: click -> state on screen
 	$(PY) bench/perbar_speed.py
 	$(PY) bench/cold_start.py
-	$(PY) bench/csv_import.py
+	$(PY) bench/csv_import.py --repeat 5
+	$(PY) bench/sweep_progress.py  # the sweeps' progress bar on and off, as a ratio
 
 # Crash harness: 1,000 SIGKILLs of a paper bot at named points of the order lifecycle, then 200 of a bot trading
 # through alpaca-py against the loopback fake Alpaca (CI runs 50 + 20 of them in make test); the store's own soak:

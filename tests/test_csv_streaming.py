@@ -179,3 +179,15 @@ def test_sort_bars_is_pandas_sort_and_copies_nothing_when_in_order(seed):
     again = sort_bars(got)
     pd.testing.assert_frame_equal(again, want)
     assert np.shares_memory(again["close"].to_numpy(), got["close"].to_numpy())  # in order already: no copy
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_line_no_bar_file_has_is_refused_in_bounded_memory(tmp_path, monkeypatch, gz):
+    "A gzip bomb (or any file) with a line of megabytes is refused by the streaming reader itself, never handed whole to pandas."
+    body = b"ts_event,symbol,close\n2024-01-02,AAA," + b"9" * (3 << 20) + b"\n"
+    p = tmp_path / ("b.csv.gz" if gz else "b.csv")
+    p.write_bytes(gzip.compress(body) if gz else body)
+    monkeypatch.setattr(files.pd, "read_csv", lambda *a, **k: pytest.fail("the text path was given the file"))
+    with pytest.raises(DataValidationError) as e:
+        read_bar_file(p)
+    assert e.value.rule == "unreadable_file" and "longer than" in str(e.value)

@@ -23,7 +23,9 @@ def _final_count(err: str) -> tuple[int, int]:
     return tuple(map(int, counts[-1]))
 
 
-def test_sma_sweep_bar_counts_every_pair_and_chunking_changes_nothing(capsys):
+def test_sma_sweep_bar_counts_every_pair_and_chunking_changes_nothing(capsys, monkeypatch):
+    import trading.backtest.sweep as sweep
+    monkeypatch.setattr(sweep, "_SMA_CHUNK_CELLS", 1)  # this small job would run in one call: force the chunks
     close = _close()
     fast, slow = list(range(2, 30, 3)), list(range(20, 120, 7))  # many pairs: the bar splits them into ~20 chunks
     n_pairs = sum(a < b for a in fast for b in slow)
@@ -51,3 +53,19 @@ def test_default_is_quiet_off_a_terminal(capsys):
     sweep_sma_crossover(_close(), [5, 10], [20, 40])  # pytest's stderr is no TTY and no notebook: nothing drawn
     sweep_strategy("sma_crossover", MarketData(close=_close()), {"fast": [5], "slow": [20]})
     assert capsys.readouterr().err == ""
+
+
+def test_auto_bar_in_a_terminal_skips_quick_sweeps(monkeypatch):
+    "In a terminal the bar is on by default, but work under a second (the numba warm-up on import, small grids) draws nothing."
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self): return True
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    sweep_sma_crossover(_close(), [5, 10], [20, 40])
+    sweep_strategy("sma_crossover", MarketData(close=_close()), {"fast": [5], "slow": [20]})
+    assert term.getvalue() == ""
+    sweep_strategy("sma_crossover", MarketData(close=_close()), {"fast": [5], "slow": [20]}, progress=True)
+    assert "1/1" in term.getvalue()  # the same terminal does show a bar asked for

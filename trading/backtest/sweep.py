@@ -78,14 +78,18 @@ def _in_notebook() -> bool:
     shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
     return type(shell).__name__ == "ZMQInteractiveShell"
 
+_SMA_CHUNK_CELLS = 8e7  # least (pairs x bars x symbols) per kernel call when a bar is shown: keeps the bar's cost under ~2 %
+
 def _progress_bar(total: int, # units of work the bar counts to
                   desc: str, # what is counted
-                  progress: bool | None, # True: always; False: never; None: in a terminal or a notebook only (no noise in logs, tests, CI)
+                  progress: bool | None, # True: always; False: never; None: in a terminal or a notebook, for work over a second (no noise in logs, tests, CI)
                  ):
     "A tqdm bar (stderr in a terminal, a widget in a notebook), updated by the caller once per chunk of work."
     from tqdm.auto import tqdm
-    if progress is None: progress = sys.stderr.isatty() or _in_notebook()
-    return tqdm(total=total, desc=desc, unit="set", disable=not progress, file=sys.stderr, leave=True, dynamic_ncols=True)
+    auto = progress is None
+    if auto: progress = sys.stderr.isatty() or _in_notebook()
+    # automatic bars wait a second: quick sweeps (the numba warm-up on import, small grids) draw nothing at all
+    return tqdm(total=total, desc=desc, unit="set", disable=not progress, file=sys.stderr, leave=True, dynamic_ncols=True, delay=1.0 if auto else 0)
 
 def sweep_sma_crossover(close: pd.DataFrame, # prices (bars x symbols)
                         fast: Sequence[int], # fast windows, bars
@@ -107,8 +111,9 @@ def sweep_sma_crossover(close: pd.DataFrame, # prices (bars x symbols)
     sma = _sma_all(c, windows)
     fast_idx, slow_idx = np.array([pos[a] for a, _ in pairs]), np.array([pos[b] for _, b in pairs])
     with _progress_bar(len(pairs), "SMA sweep pairs", progress) as bar:
-        # with a bar, the pairs run in ~20 chunks (each still parallel over its pairs x symbols) so the bar can move; without, in one call
-        step = max(1, -(-len(pairs) // 20)) if not bar.disable else len(pairs)
+        # with a bar, the pairs run in up to 20 chunks (each still parallel over its pairs x symbols) so the bar can move;
+        # each call costs ~9 ms of launch (measured), so a chunk holds at least _SMA_CHUNK_CELLS bar-steps (~0.4 s of work)
+        step = max(-(-len(pairs) // 20), int(_SMA_CHUNK_CELLS // max(1, c.shape[0] * c.shape[1])), 1) if not bar.disable else len(pairs)
         parts = []
         for lo in range(0, len(pairs), step):
             parts.append(_sweep(c, sma, fast_idx[lo:lo + step], slow_idx[lo:lo + step], float(fee_rate), float(init_cash), int(execution == "next_close")))

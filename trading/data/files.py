@@ -35,6 +35,7 @@ def read_file_bytes(path: Path, src: str) -> bytes:
 _ARROW_NULLS = sorted({v for m in _MISSING_TEXT for v in (m, m.upper(), m.capitalize(), m.title())})
 _PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _NS_PER_DAY = np.int64(86_400 * 10**9)
+_MAX_LINE = 1 << 20  # a longer line is no bar (a few hundred bytes at most): refused before it fills memory
 _CHUNK = 1 << 20  # bytes of CSV text parsed at a time: the import's working memory beyond its result is a few of these
 
 class _HashedFile:
@@ -48,6 +49,9 @@ class _HashedFile:
         return b
     def hexdigest(self) -> str: return self._sha.hexdigest()
 
+class _LineTooLong(Exception):
+    "A line no bar file has: the file is refused outright (the text path would hold it whole)."
+
 def _text_chunks(read, # read(n) -> the next raw bytes (b"" at the end)
                  gz: bool, # gzip-compressed
                 ):
@@ -59,17 +63,21 @@ def _text_chunks(read, # read(n) -> the next raw bytes (b"" at the end)
     inflate = zlib.decompressobj(wbits=47) if gz else None
     rest = b""
     while True:
-        raw = read(_CHUNK // 4 if gz else _CHUNK)
-        text = inflate.decompress(raw) if gz and raw else raw
+        if gz and inflate.unconsumed_tail: raw = inflate.unconsumed_tail  # output is capped per piece: a gzip bomb stays one piece at a time
+        else: raw = read(_CHUNK // 4 if gz else _CHUNK)
+        text = inflate.decompress(raw, _CHUNK) if gz and raw else raw
         if gz and inflate.eof and (inflate.unused_data or read(1)): raise ValueError("bytes after the end of the gzip stream")
         if not raw:
-            if gz and not inflate.eof: raise ValueError("truncated gzip stream")
+            if gz:
+                rest += inflate.flush()  # what zlib still holds (little: input it cannot yet emit stays in unconsumed_tail)
+                if not inflate.eof: raise ValueError("truncated gzip stream")
             if rest: yield rest
             return
         buf = rest + text
         cut = buf.rfind(b"\n") + 1
         if cut: yield buf[:cut]
         rest = buf[cut:]
+        if len(rest) > _MAX_LINE: raise _LineTooLong(f"a line longer than {_MAX_LINE // 2**20} MiB (no bar is; a gzip bomb or not a CSV of bars)")
 
 def _header_and_first_row(text: bytes) -> tuple[list[str], list[str], int] | None:
     "The header names, the first data row and the header's length in bytes, from the file's first piece; None if they are not there."
@@ -120,7 +128,7 @@ def _read_csv_arrow(data, # the file's bytes, or a binary file object (e.g. `_Ha
                                                          quoted_strings_can_be_null=False))
         text = text[skip:]
         while text is not None:
-            if text.strip() and not cols.append(pacsv.read_csv(pa.py_buffer(text), **opts)): return None  # a missing date: the text path names its row
+            if text and not text.isspace() and not cols.append(pacsv.read_csv(pa.py_buffer(text), **opts)): return None  # a missing date: the text path names its row
             text = next(chunks, None)
     except (pa.ArrowException, OSError, EOFError, UnicodeDecodeError, ValueError):
         return None
@@ -184,14 +192,16 @@ def _read_table(path: Path, src: str, data: bytes | None = None) -> tuple[pd.Dat
         with open(path, "rb") as fh:  # one streaming read: parsed and hashed as it goes, never held whole
             if os.fstat(fh.fileno()).st_size == 0: raise DataValidationError("empty_file", "file is empty (0 bytes)", source=src)
             reader = _HashedFile(fh)
-            fast = _read_csv_arrow(reader, suffix.endswith(".gz"))
+            try: fast = _read_csv_arrow(reader, suffix.endswith(".gz"))
+            except _LineTooLong as e: raise DataValidationError("unreadable_file", str(e), source=src) from None
             if fast is not None: return fast, reader.hexdigest()
         # not a well-formed file: read again whole; the text path hashes and parses those bytes, and names the bad row
     if data is None: data = read_file_bytes(path, src)
     digest = hashlib.sha256(data).hexdigest()
     if not data: raise DataValidationError("empty_file", "file is empty (0 bytes)", source=src)
     if suffix in (".csv", ".csv.gz", ".txt"):
-        fast = _read_csv_arrow(data, suffix.endswith(".gz"))
+        try: fast = _read_csv_arrow(data, suffix.endswith(".gz"))
+        except _LineTooLong as e: raise DataValidationError("unreadable_file", str(e), source=src) from None
         if fast is not None: return fast, digest
         try: return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=True,
                                 compression="gzip" if suffix.endswith(".gz") else None), digest
