@@ -102,7 +102,7 @@ def test_interpreted_engines_equal_compiled_bit_for_bit(tmp_path):
     compiled = _child(tmp_path, code, "compiled", cache=None)  # the cache `make install` warmed: loads, compiles only what warm_up missed
     ran = {name for kind, name in interpreted["stats"] if kind == "interpreted"}
     # the interpreted run really ran the Python source of every kernel family, and never handed over to numba
-    assert {"_simulate", "_simulate_accounts", "_episodes", "_mark", "_ffill_changes", "_sweep", "rolling_mean_nb",
+    assert {"_simulate", "_marked_accounts", "_fill_episodes", "_episodes", "_mark", "_ffill_changes", "_sweep", "rolling_mean_nb",
             "_ewma_nb", "_rolling_hist_nb"} <= ran, sorted(ran)
     assert not [k for k in interpreted["stats"] if k[0] == "handed_over"], interpreted["stats"]
     assert not [k for k in compiled["stats"] if k[0] == "interpreted"], compiled["stats"]
