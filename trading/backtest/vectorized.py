@@ -93,6 +93,38 @@ def _simulate(price, close, target, rebalance, threshold, fee_rate, slippage, in
 ON_CHANGE, ON_DECISION, EVERY_BAR, CALENDAR = 0, 1, 2, 3  # rebalance rules, as the compiled kernels spell them
 
 @njit(cache=True, error_model="numpy")
+def _rebalance(p, t, last, cash, shares, threshold, fee_rate, slippage, allow_leverage):
+    "One rebalancing bar of a single-asset account toward weight `t` at price `p`: (cash, shares, last price, delta, fill price, fee, traded)."
+    if not np.isnan(p): last = p
+    value = cash
+    if shares != 0.0 and not np.isnan(last): value += shares * last
+    go = True
+    if threshold > 0.0 and value > 0.0:
+        drift = 0.0
+        if not np.isnan(t) and not np.isnan(p):
+            w = shares * p / value
+            drift = max(drift, abs(w - t))
+        go = drift > threshold
+    delta = 0.0; px = 0.0; fee = 0.0; trade = False
+    if go and not (np.isnan(t) or np.isnan(p) or p <= 0.0):
+        delta = t * value / p - shares
+        if delta < 0.0:
+            px = p * (1.0 - slippage); fee = -delta * px * fee_rate
+            cash += -delta * px - fee
+            trade = True
+        elif delta > 0.0:
+            px = p * (1.0 + slippage)
+            if not allow_leverage:
+                affordable = max(cash, 0.0) / (px * (1.0 + fee_rate))
+                if delta > affordable: delta = affordable
+            if delta > 0.0:
+                fee = delta * px * fee_rate
+                cash -= delta * px + fee
+                trade = True
+        if trade: shares += delta
+    return cash, shares, last, delta, px, fee, trade
+
+@njit(cache=True, error_model="numpy")
 def _account(price, close, target, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage,
              cash_o, shares_o, fee_o, notional_o, fill_i, fill_q, fill_p, fill_f):
     "One single-asset account down one contiguous column: per-bar cash, shares, fees and traded notional; its fills; returns the fill count."
@@ -116,37 +148,10 @@ def _account(price, close, target, period_start, rule, lag, threshold, fee_rate,
         prev_ff = ff; prev_go = plan_go
         fee_o[i] = 0.0; notional_o[i] = 0.0
         if go_bar:
-            p = price[i]
-            if not np.isnan(p): last = p
-            value = cash
-            if shares != 0.0 and not np.isnan(last): value += shares * last
-            go = True
-            if threshold > 0.0 and value > 0.0:
-                drift = 0.0
-                if not np.isnan(t) and not np.isnan(p):
-                    w = shares * p / value
-                    drift = max(drift, abs(w - t))
-                go = drift > threshold
-            if go and not (np.isnan(t) or np.isnan(p) or p <= 0.0):
-                delta = t * value / p - shares
-                px = 0.0; fee = 0.0; trade = False
-                if delta < 0.0:
-                    px = p * (1.0 - slippage); fee = -delta * px * fee_rate
-                    cash += -delta * px - fee
-                    trade = True
-                elif delta > 0.0:
-                    px = p * (1.0 + slippage)
-                    if not allow_leverage:
-                        affordable = max(cash, 0.0) / (px * (1.0 + fee_rate))
-                        if delta > affordable: delta = affordable
-                    if delta > 0.0:
-                        fee = delta * px * fee_rate
-                        cash -= delta * px + fee
-                        trade = True
-                if trade:
-                    shares += delta
-                    fee_o[i] = fee; notional_o[i] = abs(delta * px)
-                    fill_i[nf] = i; fill_q[nf] = delta; fill_p[nf] = px; fill_f[nf] = fee; nf += 1
+            cash, shares, last, delta, px, fee, trade = _rebalance(price[i], t, last, cash, shares, threshold, fee_rate, slippage, allow_leverage)
+            if trade:
+                fee_o[i] = fee; notional_o[i] = abs(delta * px)
+                fill_i[nf] = i; fill_q[nf] = delta; fill_p[nf] = px; fill_f[nf] = fee; nf += 1
         cash_o[i] = cash; shares_o[i] = shares
     return nf
 
@@ -298,40 +303,13 @@ def _marked_accounts(price, close, target, period_start, rule, lag, threshold, f
             if lag: t = prev_ff; go_bar = prev_go  # decided at i-1, acted on at i
             else: t = ff; go_bar = plan_go
             prev_ff = ff; prev_go = plan_go
-            if go_bar:  # the arithmetic of `_account`, operation for operation
-                p = pj[i]
-                if not np.isnan(p): last = p
-                value = cash
-                if shares != 0.0 and not np.isnan(last): value += shares * last
-                go = True
-                if threshold > 0.0 and value > 0.0:
-                    drift = 0.0
-                    if not np.isnan(t) and not np.isnan(p):
-                        w = shares * p / value
-                        drift = max(drift, abs(w - t))
-                    go = drift > threshold
-                if go and not (np.isnan(t) or np.isnan(p) or p <= 0.0):
-                    delta = t * value / p - shares
-                    px = 0.0; fee = 0.0; trade = False
-                    if delta < 0.0:
-                        px = p * (1.0 - slippage); fee = -delta * px * fee_rate
-                        cash += -delta * px - fee
-                        trade = True
-                    elif delta > 0.0:
-                        px = p * (1.0 + slippage)
-                        if not allow_leverage:
-                            affordable = max(cash, 0.0) / (px * (1.0 + fee_rate))
-                            if delta > affordable: delta = affordable
-                        if delta > 0.0:
-                            fee = delta * px * fee_rate
-                            cash -= delta * px + fee
-                            trade = True
-                    if trade:
-                        shares += delta
-                        if nf == len(fills):  # grown by doubling: amortised, never per fill
-                            grown = np.empty((2 * nf, 6)); grown[:nf] = fills; fills = grown
-                        fills[nf, 0] = j; fills[nf, 1] = i; fills[nf, 2] = delta; fills[nf, 3] = px; fills[nf, 4] = fee; fills[nf, 5] = cash
-                        nf += 1
+            if go_bar:  # the same arithmetic as `_account`
+                cash, shares, last, delta, px, fee, trade = _rebalance(pj[i], t, last, cash, shares, threshold, fee_rate, slippage, allow_leverage)
+                if trade:
+                    if nf == len(fills):  # grown by doubling: amortised, never per fill
+                        grown = np.empty((2 * nf, 6)); grown[:nf] = fills; fills = grown
+                    fills[nf, 0] = j; fills[nf, 1] = i; fills[nf, 2] = delta; fills[nf, 3] = px; fills[nf, 4] = fee; fills[nf, 5] = cash
+                    nf += 1
             c = cj[i]
             if not np.isnan(c): lastc = c
             eq[i] = cash + shares * (lastc if not np.isnan(lastc) else 0.0); pos[i] = shares
