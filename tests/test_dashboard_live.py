@@ -5,6 +5,9 @@ import json
 import os
 import secrets
 import socket
+import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from conftest import ROOT
-from test_dashboards import CHROMIUM, CHROMIUM_ARGS, start_voila
+from test_dashboards import CHROMIUM, CHROMIUM_ARGS, _free_port, start_voila
 from trading.monitor.stream import JournalPublisher, StreamHub, StreamServer
 from trading.store.engine import make_engine, read
 from trading.store.schema import fills, orders
@@ -220,3 +223,43 @@ def test_dashboard_steers_a_paper_bot_in_a_browser(servers, tmp_path, stream):
         expect(msg).to_contain_text("stopped", timeout=30_000)
         browser.close()
     assert not errors, errors
+
+
+def test_make_dashboard_serves_the_page_live_from_a_stream_of_its_own(tmp_path):
+    "`python -m trading.apps.serve` (what `make dashboard` runs) starts a journal stream beside Voila and points the page at it; stopped, it stops both."
+    assert CHROMIUM.exists(), "Chromium is missing: run tools/services.sh (make test does)"
+    from playwright.sync_api import expect, sync_playwright
+    port, token = _free_port(), secrets.token_urlsafe(24)
+    env = {**os.environ, "TRADING_DB_URL": f"sqlite:///{tmp_path}/bots.db", "TRADING_DASHBOARD_STATE_DIR": str(tmp_path / "bots"),
+           "TRADING_DASHBOARD_TOKEN": token}
+    for configured in ("TRADING_STREAM_URL", "TRADING_STREAM_TOKEN"): env.pop(configured, None)
+    proc = subprocess.Popen([sys.executable, "-m", "trading.apps.serve", "nbs/apps/dashboard.ipynb", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        printed = [proc.stdout.readline() for _ in range(3)]
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        assert printed[0].startswith(f"Dashboard: http://127.0.0.1:{port}/?token=") and token not in "".join(printed), printed
+        assert printed[2].startswith("Live updates: journal stream ws://127.0.0.1:"), printed
+        stream_port = int(printed[2].strip().rsplit(":", 1)[1])
+        deadline = time.monotonic() + 90
+        while True:
+            try: urllib.request.urlopen(f"http://127.0.0.1:{port}/voila/static/", timeout=5).close(); break
+            except urllib.error.HTTPError: break  # any HTTP answer: up
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the dashboard did not come up"
+                time.sleep(0.3)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/?token={token}", timeout=180_000)
+            expect(page.locator(".feed-status").first).to_contain_text(f"live via stream ws://127.0.0.1:{stream_port}", timeout=120_000)
+            browser.close()
+        children = psutil.Process(proc.pid).children()
+        assert len(children) == 2, [c.cmdline() for c in children]  # voila and the stream
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=60)
+    assert code == 0
+    for child in children: assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child.cmdline()
+    for p in (port, stream_port):
+        with socket.socket() as s: assert s.connect_ex(("127.0.0.1", p)) != 0, f"port {p} still answers after the dashboard stopped"

@@ -6,8 +6,12 @@
 from __future__ import annotations
 import argparse
 import os
+import re
 import secrets
+import signal
+import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
@@ -15,10 +19,10 @@ from jupyter_server.utils import ensure_async
 from jupyter_server._tz import utcnow
 from tornado import web
 from traitlets import Integer
-from ..core.errors import InputValidationError
+from ..core.errors import InputValidationError, TradingError
 
 # %% auto #0
-__all__ = ['MIN_TOKEN_LEN', 'CappedKernelManager', 'voila_argv', 'token_of', 'main']
+__all__ = ['MIN_TOKEN_LEN', 'CappedKernelManager', 'voila_argv', 'token_of', 'start_stream', 'main']
 
 # %% ../../nbs/apps/05_serve.ipynb #d50a1a29
 class CappedKernelManager(AsyncMappingKernelManager):
@@ -91,6 +95,23 @@ def voila_argv(notebook: str | Path, # the page to serve
 def token_of(argv: list[str]) -> str: return next(a.split("=", 1)[1] for a in argv if a.startswith("--Voila.token="))
 
 # %% ../../nbs/apps/05_serve.ipynb #deda1f12
+def start_stream(db_url: str, # the bots' store the page shows
+                 port: int = 0, # loopback port (0: any free one)
+                 env: dict | None = None, # the environment to pass on (default: this process's)
+                ) -> tuple[subprocess.Popen, dict]:
+    "Start `python -m trading.monitor.stream` on the store; returns it and the environment that points the page's kernels at it."
+    env = dict(os.environ if env is None else env)
+    env["TRADING_STREAM_TOKEN"] = env.get("TRADING_STREAM_TOKEN") or secrets.token_urlsafe(24)  # the kernels' secret: never printed
+    proc = subprocess.Popen([sys.executable, "-m", "trading.monitor.stream", "--db", db_url, "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # "stream ws://127.0.0.1:PORT of ..." once it listens; EOF if it failed (its error is on stderr)
+    url = re.match(r"stream (ws://127\.0\.0\.1:\d+) ", first)
+    if url is None:
+        proc.kill(); proc.wait()
+        raise TradingError(f"the journal stream did not start (exit {proc.returncode}); run with --no-stream to poll the store instead")
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # drain: a full pipe would block it
+    return proc, {**env, "TRADING_STREAM_URL": url.group(1)}
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `python -m trading.apps.serve` (what `make dashboard` runs)."
     p = argparse.ArgumentParser(prog="python -m trading.apps.serve", description="Serve the trading dashboard on 127.0.0.1 with a token.")
@@ -99,15 +120,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-kernels", type=int, default=8)
     p.add_argument("--cull-idle-timeout", type=int, default=600)
     p.add_argument("--cull-interval", type=int, default=60)
+    p.add_argument("--stream-port", type=int, default=0, help="the journal stream the page subscribes to (default: any free loopback port)")
+    p.add_argument("--no-stream", action="store_true", help="no stream server: the page polls the store once a second")
     a = p.parse_args(argv)
     token = os.environ.get("TRADING_DASHBOARD_TOKEN") or None  # your own token; otherwise a fresh one is printed
     try: cmd = voila_argv(a.notebook, a.port, token, a.max_kernels, a.cull_idle_timeout, a.cull_interval,
                           voila=str(Path(sys.executable).with_name("voila")))
     except InputValidationError as e:
         print(f"dashboard: error: {e}", file=sys.stderr); return 2
+    from trading.apps.dashboard import repo_root, store_url
+    env, stream = dict(os.environ), None
+    if not (a.no_stream or env.get("TRADING_STREAM_URL")):  # a stream of its own, unless one is configured or refused
+        try: stream, env = start_stream(store_url(repo_root()), a.stream_port, env)
+        except TradingError as e: print(f"dashboard: error: {e}", file=sys.stderr); return 2
     shown = "<your TRADING_DASHBOARD_TOKEN>" if token else token_of(cmd)
-    print(f"Dashboard: http://127.0.0.1:{a.port}/?token={shown}\n(loopback only; from another machine: ssh -L {a.port}:127.0.0.1:{a.port} ...)", flush=True)
-    os.execv(cmd[0], cmd)
+    print(f"Dashboard: http://127.0.0.1:{a.port}/?token={shown}\n(loopback only; from another machine: ssh -L {a.port}:127.0.0.1:{a.port} ...)\n"
+          f"Live updates: {'journal stream ' + env['TRADING_STREAM_URL'] if env.get('TRADING_STREAM_URL') else 'polling the store'}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a terminated server still stops its children (the finally below)
+    voila = subprocess.Popen(cmd, env=env)
+    try: return voila.wait()
+    except KeyboardInterrupt: return 0
+    finally:
+        for child in (voila, stream):
+            if child is not None and child.poll() is None:
+                child.terminate()
+                try: child.wait(15)
+                except subprocess.TimeoutExpired: child.kill(); child.wait()
 
 # %% ../../nbs/apps/05_serve.ipynb #720feaa8
 if __name__ == "__main__": sys.exit(main())
