@@ -124,6 +124,20 @@ def _rebalance(p, t, last, cash, shares, threshold, fee_rate, slippage, allow_le
         if trade: shares += delta
     return cash, shares, last, delta, px, fee, trade
 
+@njit(cache=True)
+def _plan(v, ff, rule, period_start_i):
+    "A bar's plan from its target `v` (NaN: no decision) and the standing forward-filled target `ff`: (new ff, rebalance flag)."
+    was_decided = not np.isnan(ff)
+    changed = False
+    if not np.isnan(v):
+        changed = np.isnan(ff) or v != ff
+        ff = v
+    decided = not np.isnan(ff)
+    if rule == ON_CHANGE: return ff, changed
+    if rule == ON_DECISION: return ff, not np.isnan(v)
+    if rule == EVERY_BAR: return ff, decided
+    return ff, decided and (period_start_i or not was_decided)
+
 @njit(cache=True, error_model="numpy")
 def _account(price, close, target, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage,
              cash_o, shares_o, fee_o, notional_o, fill_i, fill_q, fill_p, fill_f):
@@ -132,17 +146,7 @@ def _account(price, close, target, period_start, rule, lag, threshold, fee_rate,
     cash = init_cash; shares = 0.0; last = np.nan; nf = 0
     ff = np.nan; prev_ff = np.nan; prev_go = False  # the plan (forward-filled target, rebalance flag) of the previous bar
     for i in range(n):
-        v = target[i]
-        was_decided = not np.isnan(ff)
-        changed = False
-        if not np.isnan(v):
-            changed = np.isnan(ff) or v != ff
-            ff = v
-        decided = not np.isnan(ff)
-        if rule == 0: plan_go = changed
-        elif rule == 1: plan_go = not np.isnan(v)
-        elif rule == 2: plan_go = decided
-        else: plan_go = decided and (period_start[i] or not was_decided)
+        ff, plan_go = _plan(target[i], ff, rule, period_start[i])
         if lag: t = prev_ff; go_bar = prev_go  # decided at i-1, acted on at i
         else: t = ff; go_bar = plan_go
         prev_ff = ff; prev_go = plan_go
@@ -289,17 +293,7 @@ def _marked_accounts(price, close, target, period_start, rule, lag, threshold, f
                     eq[i] = cash + shares * (lastc if not np.isnan(lastc) else 0.0); pos[i] = shares
                     i += 1
                 if i == n: break
-            v = tj[i]
-            was_decided = not np.isnan(ff)
-            changed = False
-            if not np.isnan(v):
-                changed = np.isnan(ff) or v != ff
-                ff = v
-            decided = not np.isnan(ff)
-            if rule == ON_CHANGE: plan_go = changed
-            elif rule == ON_DECISION: plan_go = not np.isnan(v)
-            elif rule == EVERY_BAR: plan_go = decided
-            else: plan_go = decided and (period_start[i] or not was_decided)
+            ff, plan_go = _plan(tj[i], ff, rule, period_start[i])
             if lag: t = prev_ff; go_bar = prev_go  # decided at i-1, acted on at i
             else: t = ff; go_bar = plan_go
             prev_ff = ff; prev_go = plan_go
