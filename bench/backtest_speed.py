@@ -168,8 +168,10 @@ def make_job(job: str, lib: str, a):
             data = MarketData(close=close.copy())  # one block, as sweep_strategy makes it
             sets = parameter_grid(grid)
             sizes = []
-            for p in sets:  # the same strategy code as ours: vectorbt has no cross-sectional ranking indicator of its own
-                w = CrossSectionalMomentum(**p).target_weights(data)
+            # the same strategy code as ours, its whole-grid path (vectorbt has no cross-sectional ranking indicator of its own)
+            targets = CrossSectionalMomentum.target_weights_grid(data, [CrossSectionalMomentum(**p) for p in sets])
+            for target in targets:
+                w = pd.DataFrame(target, index=close.index, columns=close.columns)
                 held = w.ffill()
                 rebalance = (w.notna() & w.ne(held.shift(1))).any(axis=1)  # any weight changed: the whole book rebalances (our on_change rule)
                 sizes.append(held.where(rebalance, axis=0).shift(1))  # decided at t, ordered on the next bar

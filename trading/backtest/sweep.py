@@ -16,8 +16,8 @@ from ..core.errors import InputValidationError
 from ..strategies.base import MarketData, Strategy
 from ..strategies.registry import snake_name, strategy_classes
 from ..strategies.rules import rolling_mean_nb, shared_indicators
-from .vectorized import (BacktestResult, Execution, Schedule, _rows, _schedule_rule, _summarize_accounts,
-                                         backtest_weights, check_execution)
+from .vectorized import (Execution, Schedule, _marked_accounts, _plan, _rebalance_book, _rows, _schedule_rule,
+                                         check_execution)
 
 # %% auto #0
 __all__ = ['sweep_sma_crossover', 'parameter_grid', 'sweep_strategy']
@@ -152,18 +152,67 @@ def _build(cls, params: dict):
     try: return cls(**params)
     except (pydantic.ValidationError, InputValidationError, TypeError): return None
 
-def _portfolio_summary(result: BacktestResult) -> dict:
-    eq = result.equity.iloc[:, 0]
-    moved = result.positions.diff().fillna(result.positions).to_numpy()
-    return {"final_value": float(eq.iloc[-1]), "max_drawdown": float((eq / eq.cummax() - 1).min()),
-            "fills": int((moved != 0).sum()), "sells": int((moved < 0).sum()), "fees": float(result.fees.to_numpy().sum())}
+@njit(cache=True, parallel=True, error_model="numpy")
+def _summarize_accounts(price, close, target, symbol_of, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage):
+    "Independent accounts, row r of `target` trading symbol `symbol_of[r]` of price/close by the engine's own kernel (`_marked_accounts`), each reduced to final value, max drawdown, fills, sells and fees (parallel over rows)."
+    m, n = target.shape
+    final = np.empty(m); mdd = np.empty(m); fills = np.empty(m, np.int64); sells = np.empty(m, np.int64); paid = np.empty(m)
+    for r in prange(m):
+        j = symbol_of[r]
+        equity = np.empty((1, n)); positions = np.empty((1, n))
+        records = _marked_accounts(price[j:j + 1], close[j:j + 1], target[r:r + 1], period_start, rule, lag, threshold, fee_rate, slippage,
+                                   init_cash, allow_leverage, equity, positions)
+        peak = -np.inf; worst = 0.0
+        for i in range(n):
+            v = equity[0, i]
+            if v > peak: peak = v
+            dd = v / peak - 1.0
+            if dd < worst: worst = dd
+        s = 0; f = 0.0
+        for q in range(len(records)):
+            if records[q, 2] < 0.0: s += 1
+            f += records[q, 4]
+        final[r] = equity[0, n - 1] if n else init_cash; mdd[r] = worst; fills[r] = len(records); sells[r] = s; paid[r] = f
+    return final, mdd, fills, sells, paid
 
-def _put_rows(stacked: np.ndarray, row0: int, frame: pd.DataFrame):
-    "Copy a (bars x symbols) frame into rows row0.. of the stacked (rows, bars) panel: one block copy when its columns are contiguous, else column by column (a strided transpose of the whole block costs ~10x more)."
-    a = frame.to_numpy(np.float64)
-    if a.flags.f_contiguous: stacked[row0:row0 + a.shape[1]] = a.T
-    else:
-        for j in range(a.shape[1]): stacked[row0 + j] = frame.iloc[:, j].to_numpy(np.float64)
+@njit(cache=True, parallel=True, error_model="numpy")
+def _summarize_portfolios(price, close, targets, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage):
+    "`backtest_weights(..., mode='portfolio')` of each (bars x symbols) target panel in `targets`, reduced to final value, max drawdown, fills, sells and fees, without building a per-bar frame (parallel over panels)."
+    m, n, k = targets.shape
+    final = np.empty(m); mdd = np.empty(m); fills = np.empty(m, np.int64); sells = np.empty(m, np.int64); paid = np.empty(m)
+    for r in prange(m):
+        target = targets[r]
+        ff = np.full(k, np.nan); acted = np.full(k, np.nan)  # the standing (forward-filled) targets; those the bar trades toward
+        last = np.full(k, np.nan); last_close = np.full(k, np.nan); shares = np.zeros(k); before = np.empty(k)
+        est = np.empty(k); order = np.empty(k, np.int64); scratch = np.empty(k, np.int64)
+        traded = np.zeros(k); exec_px = np.empty(k); fees = np.zeros(k)
+        cash = init_cash; go_prev = False; peak = -np.inf; worst = 0.0; v = init_cash; nf = 0; ns = 0; f = 0.0
+        for i in range(n):
+            go = False
+            for j in range(k):
+                ff[j], g = _plan(target[i, j], ff[j], rule, period_start[i])
+                go = go or g
+            if lag: go, go_prev = go_prev, go  # decided at i-1, acted on at i: `acted` still holds bar i-1's targets
+            else: acted[:] = ff
+            if go:
+                before[:] = shares; fees[:] = 0.0
+                cash = _rebalance_book(price[i], acted, last, cash, shares, threshold, fee_rate, slippage, allow_leverage,
+                                       est, order, scratch, traded, exec_px, fees)
+                for j in range(k):
+                    moved = shares[j] - before[j]  # the engine's positions diff, so fills count the same
+                    if moved != 0.0: nf += 1
+                    if moved < 0.0: ns += 1
+                    f += fees[j]
+            if lag: acted[:] = ff
+            v = cash
+            for j in range(k):
+                c = close[i, j]
+                if not np.isnan(c): last_close[j] = c
+                v += shares[j] * last_close[j] if not np.isnan(last_close[j]) else 0.0
+            if v > peak: peak = v
+            if v / peak - 1.0 < worst: worst = v / peak - 1.0
+        final[r] = v; mdd[r] = worst; fills[r] = nf; sells[r] = ns; paid[r] = f
+    return final, mdd, fills, sells, paid
 
 def _one_block(data: MarketData) -> MarketData:
     "`data` with every price panel copied into one memory block: a frame held as one block per column (skfolio's loaders return those) makes each pandas operation of a strategy several times slower, once per parameter set."
@@ -201,40 +250,36 @@ def sweep_strategy(strategy: str | type[Strategy], # a registered strategy (clas
     names = list(dict.fromkeys(k for p, _ in runs for k in p))
     close = data.close
     syms, n, k = list(close.columns), len(close.index), close.shape[1]
-    if mode == "portfolio":
-        rows = []
-        with _progress_bar(len(runs), f"{cls.__name__} sweep", progress) as bar:
-            for _, s in runs:  # one portfolio backtest per set: each is a chunk
-                rows.append(_portfolio_summary(backtest_weights(close, s.target_weights(data), fee_rate, slippage, init_cash, schedule, "portfolio",
-                                                                execution, data.open, allow_leverage)))
-                bar.update(1)
-        out = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples([tuple(p.get(c) for c in names) for p, _ in runs], names=names))
-    else:
-        c = close.to_numpy(np.float64)
-        ct = _rows(c)
-        if execution == "next_open":
-            if data.open is None: raise InputValidationError("execution", execution, "next_open needs data.open")
-            pt = _rows(data.open.to_numpy(np.float64))
-        else: pt = ct
-        per_chunk = max(1, int(chunk_mb * 2**20 // (8 * n * max(k, 1))))  # parameter sets per chunk
-        parts = []
-        buffer = np.empty((min(per_chunk, len(runs)) * k, n))  # one buffer reused by every chunk: pages are touched once
-        with shared_indicators(), _progress_bar(len(runs), f"{cls.__name__} sweep", progress) as bar:  # indicators (e.g. each SMA window) computed once for the whole grid
-            for start in range(0, len(runs), per_chunk):
-                batch = runs[start:start + per_chunk]
-                stacked = buffer[:len(batch) * k]
-                for b, (_, s) in enumerate(batch):
-                    tw = s.target_weights(data)
-                    if not tw.index.equals(close.index) or list(tw.columns) != syms:
-                        raise InputValidationError("target_weights", s.name, "must share data.close's index and columns")
-                    _put_rows(stacked, b * k, tw)
-                parts.append(_summarize_accounts(pt, ct, stacked, np.tile(np.arange(k), len(batch)), period_start, rule, execution != "close",
-                                                 threshold, float(fee_rate), float(slippage), float(init_cash), bool(allow_leverage)))
-                bar.update(len(batch))  # per chunk, not per backtest: the bar costs nothing measurable
-        final, mdd, fills, sells, paid = (np.concatenate(a) for a in zip(*parts))
-        out = pd.DataFrame({"final_value": final, "max_drawdown": mdd, "fills": fills, "sells": sells, "fees": paid},
-                           index=pd.MultiIndex.from_tuples([tuple(p.get(c) for c in names) + (sym,) for p, _ in runs for sym in syms],
-                                                           names=names + ["symbol"]))
+    if execution == "next_open" and data.open is None: raise InputValidationError("execution", execution, "next_open needs data.open")
+    c = close.to_numpy(np.float64)
+    o = data.open.to_numpy(np.float64) if execution == "next_open" else None
+    portfolio = mode == "portfolio"
+    if portfolio:  # one account walks bar by bar: (bars, symbols) rows contiguous
+        c = np.ascontiguousarray(c); o = c if o is None else np.ascontiguousarray(o)
+    else:  # accounts walk symbol by symbol: (symbols, bars) rows contiguous
+        c = _rows(c); o = c if o is None else _rows(o)
+    args = (period_start, rule, execution != "close", threshold, float(fee_rate), float(slippage), float(init_cash), bool(allow_leverage))
+    per_chunk = max(1, int(chunk_mb * 2**20 // (8 * n * max(k, 1))))  # parameter sets per chunk
+    buffer = np.empty(min(per_chunk, len(runs)) * n * k)  # one buffer reused by every chunk: pages are touched once
+    parts = []
+    with shared_indicators(), _progress_bar(len(runs), f"{cls.__name__} sweep", progress) as bar:  # indicators (e.g. each SMA window) computed once for the whole grid
+        for start in range(0, len(runs), per_chunk):
+            batch = [s for _, s in runs[start:start + per_chunk]]
+            targets = cls.target_weights_grid(data, batch)
+            if portfolio:
+                stacked = buffer[:len(batch) * n * k].reshape(len(batch), n, k)
+                for b, target in enumerate(targets): stacked[b] = target
+                parts.append(_summarize_portfolios(o, c, stacked, *args))
+            else:
+                stacked = buffer[:len(batch) * k * n].reshape(len(batch) * k, n)
+                for b, target in enumerate(targets): stacked[b * k:(b + 1) * k] = target.T  # a free view of a column-major array: one block copy
+                parts.append(_summarize_accounts(o, c, stacked, np.tile(np.arange(k), len(batch)), *args))
+            bar.update(len(batch))  # per chunk, not per backtest: the bar costs nothing measurable
+    final, mdd, fills, sells, paid = (np.concatenate(a) for a in zip(*parts))
+    keys = [tuple(p.get(name) for name in names) for p, _ in runs]
+    index = (pd.MultiIndex.from_tuples(keys, names=names) if portfolio
+             else pd.MultiIndex.from_tuples([key + (sym,) for key in keys for sym in syms], names=names + ["symbol"]))
+    out = pd.DataFrame({"final_value": final, "max_drawdown": mdd, "fills": fills, "sells": sells, "fees": paid}, index=index)
     out.insert(1, "total_return", out["final_value"] / init_cash - 1)
     out.attrs["skipped"] = skipped
     return out

@@ -40,6 +40,47 @@ def _stable_order(keys, order, tmp):
     return order
 
 @njit(cache=True)
+def _rebalance_book(price, target, last, cash, shares, threshold, fee_rate, slippage, allow_leverage, est, order, scratch,
+                    traded, exec_px, fees):
+    "One rebalancing bar of a multi-asset account toward weights `target` at `price` (rows of one bar): updates `last`, `shares` and, for each asset that trades, `traded`/`exec_px`/`fees`; returns cash."
+    k = len(price)
+    value = cash
+    for j in range(k):
+        p = price[j]
+        if not np.isnan(p): last[j] = p
+        if shares[j] != 0.0 and not np.isnan(last[j]): value += shares[j] * last[j]
+    if threshold > 0.0 and value > 0.0:  # drift rule: trade only when some weight strayed far enough
+        drift = 0.0
+        for j in range(k):
+            t = target[j]
+            if not np.isnan(t) and not np.isnan(price[j]):
+                w = shares[j] * price[j] / value
+                drift = max(drift, abs(w - t))
+        if not drift > threshold: return cash
+    # order values at pre-trade NAV; execute ascending (sells, then small to large buys)
+    for j in range(k):
+        t = target[j]; p = price[j]
+        est[j] = t * value - shares[j] * p if not (np.isnan(t) or np.isnan(p) or p <= 0.0) else 0.0
+    for j in _stable_order(est, order, scratch):
+        t = target[j]; p = price[j]
+        if np.isnan(t) or np.isnan(p) or p <= 0.0: continue
+        delta = t * value / p - shares[j]
+        if delta < 0.0:
+            px = p * (1.0 - slippage); fee = -delta * px * fee_rate
+            cash += -delta * px - fee
+        elif delta > 0.0:
+            px = p * (1.0 + slippage)
+            if not allow_leverage:
+                affordable = max(cash, 0.0) / (px * (1.0 + fee_rate))
+                if delta > affordable: delta = affordable
+            if delta <= 0.0: continue
+            fee = delta * px * fee_rate
+            cash -= delta * px + fee
+        else: continue
+        shares[j] += delta; traded[j] = delta; exec_px[j] = px; fees[j] = fee
+    return cash
+
+@njit(cache=True)
 def _simulate(price, close, target, rebalance, threshold, fee_rate, slippage, init_cash, allow_leverage):
     "One account over n bars x k assets (C-ordered: each bar's row is contiguous); returns cash (n,), shares, traded qty, exec price, fees (n,k)."
     n, k = close.shape
@@ -49,42 +90,8 @@ def _simulate(price, close, target, rebalance, threshold, fee_rate, slippage, in
     est = np.empty(k); order = np.empty(k, np.int64); scratch = np.empty(k, np.int64)  # reused on every rebalance
     for i in range(n):
         if rebalance[i]:
-            value = cash
-            for j in range(k):
-                p = price[i, j]
-                if not np.isnan(p): last[j] = p
-                if shares[j] != 0.0 and not np.isnan(last[j]): value += shares[j] * last[j]
-            go = True
-            if threshold > 0.0 and value > 0.0:  # drift rule: trade only when some weight strayed far enough
-                drift = 0.0
-                for j in range(k):
-                    t = target[i, j]
-                    if not np.isnan(t) and not np.isnan(price[i, j]):
-                        w = shares[j] * price[i, j] / value
-                        drift = max(drift, abs(w - t))
-                go = drift > threshold
-            if go:
-                # order values at pre-trade NAV; execute ascending (sells, then small to large buys)
-                for j in range(k):
-                    t = target[i, j]; p = price[i, j]
-                    est[j] = t * value - shares[j] * p if not (np.isnan(t) or np.isnan(p) or p <= 0.0) else 0.0
-                for j in _stable_order(est, order, scratch):
-                    t = target[i, j]; p = price[i, j]
-                    if np.isnan(t) or np.isnan(p) or p <= 0.0: continue
-                    delta = t * value / p - shares[j]
-                    if delta < 0.0:
-                        px = p * (1.0 - slippage); fee = -delta * px * fee_rate
-                        cash += -delta * px - fee
-                    elif delta > 0.0:
-                        px = p * (1.0 + slippage)
-                        if not allow_leverage:
-                            affordable = max(cash, 0.0) / (px * (1.0 + fee_rate))
-                            if delta > affordable: delta = affordable
-                        if delta <= 0.0: continue
-                        fee = delta * px * fee_rate
-                        cash -= delta * px + fee
-                    else: continue
-                    shares[j] += delta; traded[i, j] = delta; exec_px[i, j] = px; fees[i, j] = fee
+            cash = _rebalance_book(price[i], target[i], last, cash, shares, threshold, fee_rate, slippage, allow_leverage,
+                                   est, order, scratch, traded[i], exec_px[i], fees[i])
         cash_out[i] = cash
         for j in range(k): shares_out[i, j] = shares[j]
     return cash_out, shares_out, traded, exec_px, fees
@@ -242,32 +249,6 @@ def _simulate_accounts(price, close, target, period_start, rule, lag, threshold,
             equity[j, i] = v; weights[j, i] = held / v; turnover[j, i] = turnover[j, i] / v
         out, m = _column_episodes(out, m, j, fill_i, fill_q, fill_p, fill_f, nf, last)
     return out[:m]
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def _summarize_accounts(price, close, target, symbol_of, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage):
-    "Independent accounts as `_simulate_accounts`, row r trading symbol `symbol_of[r]` of price/close, keeping only final value, max drawdown, fills, sells and fees (parallel over rows)."
-    r_count, n = target.shape
-    final = np.empty(r_count); mdd = np.empty(r_count); fills = np.empty(r_count, np.int64); sells = np.empty(r_count, np.int64); paid = np.empty(r_count)
-    for r in prange(r_count):
-        j = symbol_of[r]
-        cash = np.empty(n); shares = np.empty(n); fees = np.empty(n); notional = np.empty(n)
-        fill_i = np.empty(n, np.int64); fill_q = np.empty(n); fill_p = np.empty(n); fill_f = np.empty(n)
-        nf = _account(price[j], close[j], target[r], period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage,
-                      cash, shares, fees, notional, fill_i, fill_q, fill_p, fill_f)
-        last = np.nan; peak = -np.inf; worst = 0.0; v = init_cash
-        for i in range(n):
-            c = close[j, i]
-            if not np.isnan(c): last = c
-            v = cash[i] + shares[i] * (last if not np.isnan(last) else 0.0)
-            if v > peak: peak = v
-            dd = v / peak - 1.0
-            if dd < worst: worst = dd
-        s = 0; f = 0.0
-        for q in range(nf):
-            if fill_q[q] < 0.0: s += 1
-            f += fill_f[q]
-        final[r] = v; mdd[r] = worst; fills[r] = nf; sells[r] = s; paid[r] = f
-    return final, mdd, fills, sells, paid
 
 # %% ../../nbs/backtest/01_vectorized.ipynb #3ea42a18
 FILL_FIELDS = ("account", "bar", "qty", "price", "fee", "cash")  # a fill record's columns (signed qty; cash after the fill)

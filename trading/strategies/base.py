@@ -6,15 +6,15 @@
 from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Literal
+from typing import Callable, ClassVar, Iterator, Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from ..core.errors import DataValidationError, InputValidationError, TradingError
 
 # %% auto #0
-__all__ = ['MarketData', 'StrategyParams', 'Parametrized', 'Strategy', 'LookAheadError', 'ReplayReport', 'replay_lookahead',
-           'PeekAhead']
+__all__ = ['MarketData', 'StrategyParams', 'Parametrized', 'Strategy', 'check_target_weights_grid', 'LookAheadError',
+           'ReplayReport', 'replay_lookahead', 'PeekAhead']
 
 # %% ../../nbs/strategies/00_base.ipynb #cb1be961
 @dataclass(frozen=True)
@@ -93,10 +93,37 @@ class Strategy(Parametrized, ABC):
     def target_weights(self, data: MarketData) -> pd.DataFrame:
         "Target portfolio weights per bar (index and columns of `data.close`); NaN = keep current holdings."
 
+    @classmethod
+    def target_weights_grid(cls, data: MarketData, # the market data every strategy sees
+                            strategies: list[Strategy], # instances of this class (a parameter sweep's sets)
+                           ) -> Iterator[np.ndarray]:
+        "Each strategy's `target_weights(data)` as a (bars x symbols) float array, in order: what a sweep reads. A subclass may override it to share work across the grid (a score per window, not per set), and must return exactly the per-strategy weights: `check_target_weights_grid` tests that."
+        for s in strategies:
+            tw = s.target_weights(data)
+            if not tw.index.equals(data.close.index) or not tw.columns.equals(data.close.columns):
+                raise InputValidationError("target_weights", s.name, "must share data.close's index and columns")
+            yield tw.to_numpy(np.float64)
+
     def stepper(self, symbols: list[str]): # the columns of the bars it will be fed
         "A per-bar decider (`.update(bar)` -> the target row at that bar), incremental where the strategy has one (`trading.strategies.incremental`)."
         from trading.strategies.incremental import stepper_for  # the steppers live beside the strategies they mirror
         return stepper_for(self, symbols)
+
+def check_target_weights_grid(data: MarketData, # data to decide on
+                              strategies: list[Strategy], # instances of one class
+                             ) -> int:
+    "Raise AssertionError unless the class's `target_weights_grid` equals each strategy's own `target_weights` (NaN where NaN); the number of sets checked."
+    cls = type(strategies[0])
+    grid = list(cls.target_weights_grid(data, strategies))
+    assert len(grid) == len(strategies), f"{cls.__name__}: {len(grid)} grid targets for {len(strategies)} strategies"
+    for s, g in zip(strategies, grid):
+        own = s.target_weights(data).to_numpy(np.float64)
+        if g.shape != own.shape: raise AssertionError(f"{s.name}: grid targets of shape {g.shape}, its own {own.shape}")
+        differ = ~((g == own) | (np.isnan(g) & np.isnan(own)))
+        if differ.any():
+            i, j = np.argwhere(differ)[0]
+            raise AssertionError(f"{s.name}: grid target {g[i, j]!r}, its own {own[i, j]!r}, at bar {data.index[i]}, {data.symbols[j]}")
+    return len(grid)
 
 # %% ../../nbs/strategies/00_base.ipynb #1e922e7e
 class LookAheadError(TradingError):

@@ -31,6 +31,17 @@ def trailing_return(close: pd.DataFrame, # prices (bars x symbols)
     "Return from `lookback` bars ago to `skip` bars ago: close[t-skip] / close[t-lookback] - 1."
     return close.shift(skip) / close.shift(lookback) - 1
 
+def _trailing_return_at(c: np.ndarray, # prices (bars x symbols)
+                        rows: np.ndarray, # bar positions to score
+                        lookback: int, skip: int,
+                       ) -> np.ndarray:
+    "`trailing_return` on the given rows only, in numpy: the same two operations per cell, so the same numbers (NaN before a full window)."
+    out = np.full((len(rows), c.shape[1]), np.nan)
+    full = rows >= lookback
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero or NaN price gives inf/NaN, as pandas does, silently
+        out[full] = c[rows[full] - skip] / c[rows[full] - lookback] - 1
+    return out
+
 def _decide(w: pd.DataFrame, when: np.ndarray) -> pd.DataFrame:
     "Keep decisions only on decision bars (NaN elsewhere)."
     return w.where(pd.Series(when, index=w.index), axis=0)
@@ -61,6 +72,28 @@ class TimeSeriesMomentum(Strategy):
         has = score.notna().any(axis=1).to_numpy()
         return _decide(w, period_starts(data.index, p.rebalance) & has)
 
+    @classmethod
+    def target_weights_grid(cls, data: MarketData, strategies: list[TimeSeriesMomentum]):
+        "The sweep's targets: one score per window (shared by every threshold), computed on decision bars only."
+        c = data.close.to_numpy(np.float64)
+        n, k = c.shape
+        scored = {}
+        for s in strategies:
+            p = s.params
+            key = (p.lookback, p.skip, p.rebalance)
+            if key not in scored:
+                rows = np.flatnonzero(period_starts(data.index, p.rebalance))
+                score = _trailing_return_at(c, rows, p.lookback, p.skip)
+                has = ~np.isnan(score).all(axis=1)
+                rows, score = rows[has], score[has]
+                scored[key] = rows, score, np.isnan(c[rows])
+            rows, score, unlisted = scored[key]
+            w = (score > p.threshold) / k
+            w[unlisted] = 0.0
+            out = np.full((n, k), np.nan, order="F")  # column-major: a sweep reads it one symbol at a time
+            out[rows] = w
+            yield out
+
 class CrossSectionalMomentum(Strategy):
     "Hold the `top_k` symbols by 12-1 momentum, equally weighted; rebalanced monthly."
     class Params(_Windowed):
@@ -78,6 +111,31 @@ class CrossSectionalMomentum(Strategy):
         k = np.minimum(n_valid, p.top_k).replace(0, np.nan)
         w = (rank <= p.top_k).astype(float).div(k, axis=0).fillna(0.0)
         return _decide(w, period_starts(data.index, p.rebalance) & (n_valid > 0).to_numpy())
+
+    @classmethod
+    def target_weights_grid(cls, data: MarketData, strategies: list[CrossSectionalMomentum]):
+        "The sweep's targets: one ranking per window (shared by every top-k), computed on decision bars only."
+        c = data.close.to_numpy(np.float64)
+        n, k = c.shape
+        ranked = {}
+        for s in strategies:
+            p = s.params
+            key = (p.lookback, p.skip, p.rebalance)
+            if key not in ranked:
+                rows = np.flatnonzero(period_starts(data.index, p.rebalance))
+                score = _trailing_return_at(c, rows, p.lookback, p.skip)
+                score[np.isnan(c[rows])] = np.nan
+                n_valid = (~np.isnan(score)).sum(axis=1)
+                rows, score, n_valid = rows[n_valid > 0], score[n_valid > 0], n_valid[n_valid > 0]
+                # best first; a stable sort keeps tied scores in column order (pandas' method="first"); NaN sorts last
+                order = np.argsort(-score, axis=1, kind="stable")
+                place = np.empty_like(order); np.put_along_axis(place, order, np.arange(k)[None, :], axis=1)
+                ranked[key] = rows, place, n_valid
+            rows, place, n_valid = ranked[key]
+            w = (place < np.minimum(n_valid, p.top_k)[:, None]) / np.minimum(n_valid, p.top_k)[:, None].astype(np.float64)
+            out = np.full((n, k), np.nan, order="F")
+            out[rows] = w
+            yield out
 
 class SMATiming(Strategy):
     "Faber's rule: long (1/N each) while the month-start close is above the mean of the last `months` month-start closes."
