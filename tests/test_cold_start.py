@@ -29,7 +29,7 @@ ENGINE_JOBS = """
 import numpy as np, pandas as pd
 from trading.backtest.vectorized import backtest_weights, backtest_signals
 from trading.backtest.events import Costs, backtest_events
-from trading.backtest.sweep import sweep_sma_crossover
+from trading.backtest.sweep import sweep_sma_crossover, sweep_strategy
 from trading.strategies.base import MarketData
 from trading.strategies.rules import rolling_mean_nb
 from trading.risk.correlation import ewma_covariance
@@ -58,6 +58,9 @@ def jobs():
     r = backtest_events(MarketData(close=close), target, costs=Costs(fee_rate=0.001))
     out["events"] = (r.equity, r.trades)
     out["sweep"] = sweep_sma_crossover(close.ffill().bfill(), [3, 5], [10, 20], fee_rate=0.001)
+    for mode in ("independent", "portfolio"):
+        out["sweep", mode] = sweep_strategy("cross_sectional_momentum", MarketData(close=close, open=opn), {"lookback": [20, 60], "skip": [0, 5], "top_k": [2]},
+                                            fee_rate=0.001, slippage=0.0005, schedule=0.01, execution="next_open", mode=mode)
     out["sma"] = rolling_mean_nb(close.to_numpy(), 7)
     returns = close.ffill().bfill().pct_change().dropna()
     out["ewma"] = ewma_covariance(returns).values
@@ -103,10 +106,10 @@ def test_interpreted_engines_equal_compiled_bit_for_bit(tmp_path):
     ran = {name for kind, name in interpreted["stats"] if kind == "interpreted"}
     # the interpreted run really ran the Python source of every kernel family, and never handed over to numba
     assert {"_simulate", "_marked_accounts", "_fill_episodes", "_episodes", "_mark", "_ffill_changes", "_sweep", "rolling_mean_nb",
-            "_ewma_nb", "_rolling_hist_nb"} <= ran, sorted(ran)
+            "_ewma_nb", "_rolling_hist_nb", "_summarize_accounts", "_summarize_portfolios"} <= ran, sorted(ran)
     assert not [k for k in interpreted["stats"] if k[0] == "handed_over"], interpreted["stats"]
     assert not [k for k in compiled["stats"] if k[0] == "interpreted"], compiled["stats"]
-    assert len(interpreted["result"]) == 2 * 4 * 3 + 6
+    assert len(interpreted["result"]) == 2 * 4 * 3 + 8
     _assert_identical(interpreted["result"], compiled["result"])
 
 

@@ -33,6 +33,7 @@ def warm_up() -> None:
     sweep_sma_crossover(close, [2], [3], fee_rate=0.001)
     backtest_signals(close, target.notna(), target.isna(), fee_rate=0.001)
     sweep_strategy("sma_crossover", MarketData(close=close), {"fast": [2], "slow": [3]}, fee_rate=0.001)
+    sweep_strategy("cross_sectional_momentum", MarketData(close=close), {"lookback": [2], "skip": [0], "top_k": [1]}, fee_rate=0.001, mode="portfolio")
     returns = close.pct_change().dropna()
     ewma_covariance(returns)
     rolling_historical_var(returns, window=3)
