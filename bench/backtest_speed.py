@@ -40,6 +40,7 @@ import pandas as pd
 warnings.filterwarnings("ignore")
 OUT = Path(__file__).with_name("results")
 FEE, CASH = 0.001, 100.0
+JOBS = ("signals_500", "signals_sp20", "floor", "sweep_sma", "sweep_tsmom", "sweep_xsmom")
 SIZE_FLAGS = ("assets", "bars", "fast", "slow", "tsmom_lookback", "tsmom_threshold", "xs_lookback", "xs_top_k")  # passed to every worker
 
 
@@ -312,6 +313,7 @@ def main():
     p.add_argument("--assets", type=int, default=500); p.add_argument("--bars", type=int, default=5000)
     p.add_argument("--fast", default="2:18"); p.add_argument("--slow", default="20:165:5")
     p.add_argument("--skip-sweep", action="store_true")
+    p.add_argument("--jobs", default=",".join(JOBS), help=f"comma-separated subset of {','.join(JOBS)} (a quick look; `make bench` runs all)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--job"); p.add_argument("--lib"); p.add_argument("--warm", type=int, default=0)
     p.add_argument("--memory", action="store_true"); p.add_argument("--save")
@@ -325,7 +327,10 @@ def main():
     goals = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        jobs = set(a.jobs.split(","))
+        if jobs - set(JOBS): raise SystemExit(f"--jobs: unknown {sorted(jobs - set(JOBS))}; choose from {','.join(JOBS)}")
         for job in ("signals_500", "signals_sp20"):
+            if job not in jobs: continue
             r = {lib: measure(job, lib, a, tmp, a.runs if lib != "vectorbt_orders" else 1, a.runs) for lib in ("ours", "vectorbt", "vectorbt_orders")}
             ours, theirs = np.load(tmp / f"{job}-ours.npy"), np.load(tmp / f"{job}-vectorbt.npy")
             r["max_rel_diff_equity"] = float(np.abs(ours / theirs - 1).max())
@@ -343,7 +348,7 @@ def main():
             print(f"[{time.perf_counter() - t0:6.0f}s] {job} done", flush=True)
 
         # ---- the streaming floor (one fresh process, floor and engine interleaved)
-        fl = spawn("floor", "ours", a)
+        fl = spawn("floor", "ours", a) if "floor" in jobs else {}
         fl.pop("fresh_process_s", None)
         res["floor"] = fl
         for job, r in fl.items():
@@ -353,7 +358,7 @@ def main():
         print(f"[{time.perf_counter() - t0:6.0f}s] floor done", flush=True)
 
         # ---- sweeps of registered strategies
-        for job in () if a.skip_sweep else ("sweep_sma", "sweep_tsmom", "sweep_xsmom"):
+        for job in () if a.skip_sweep else [j for j in ("sweep_sma", "sweep_tsmom", "sweep_xsmom") if j in jobs]:
             libs = ("ours", "vectorbt", "ours_fused") if job == "sweep_sma" else ("ours", "vectorbt")
             r = {lib: measure(job, lib, a, tmp, a.sweep_cold_runs if lib != "ours_fused" else 1, a.sweep_runs) for lib in libs}
             ours = np.load(tmp / f"{job}-ours.npy")
