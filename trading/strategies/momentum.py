@@ -75,6 +75,8 @@ class TimeSeriesMomentum(Strategy):
     @classmethod
     def target_weights_grid(cls, data: MarketData, strategies: list[TimeSeriesMomentum]):
         "The sweep's targets: one score per window (shared by every threshold), computed on decision bars only."
+        if cls.target_weights is not TimeSeriesMomentum.target_weights:  # a subclass with a rule of its own: not this arithmetic
+            yield from super().target_weights_grid(data, strategies); return
         c = data.close.to_numpy(np.float64)
         n, k = c.shape
         scored = {}
@@ -115,6 +117,8 @@ class CrossSectionalMomentum(Strategy):
     @classmethod
     def target_weights_grid(cls, data: MarketData, strategies: list[CrossSectionalMomentum]):
         "The sweep's targets: one ranking per window (shared by every top-k), computed on decision bars only."
+        if cls.target_weights is not CrossSectionalMomentum.target_weights:  # a subclass with a rule of its own: not this arithmetic
+            yield from super().target_weights_grid(data, strategies); return
         c = data.close.to_numpy(np.float64)
         n, k = c.shape
         ranked = {}
