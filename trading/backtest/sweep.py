@@ -14,7 +14,7 @@ import pydantic
 from ..core.jit import njit, prange  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 from ..strategies.base import MarketData, Strategy
-from ..strategies.registry import snake_name, strategy_classes
+from ..strategies.registry import snake_name, strategy_class, strategy_classes
 from ..strategies.rules import rolling_mean_nb, shared_indicators
 from .vectorized import (Execution, Schedule, _marked_accounts, _plan, _rebalance_book, _rows, _schedule_rule,
                                          check_execution)
@@ -141,11 +141,8 @@ def parameter_grid(grid: Mapping[str, Sequence] | Sequence[Mapping], # {param: v
 def _strategy_class(strategy) -> type[Strategy]:
     "A Strategy class, from itself or its registered (class or snake-case) name."
     if isinstance(strategy, type) and issubclass(strategy, Strategy): return strategy
-    classes = strategy_classes()
-    if isinstance(strategy, str):
-        cls = classes.get(strategy) or {snake_name(n): c for n, c in classes.items()}.get(strategy)
-        if cls is not None: return cls
-    raise InputValidationError("strategy", strategy, f"a Strategy class or one of {sorted(map(snake_name, classes))}")
+    if isinstance(strategy, str): return strategy_class(strategy)
+    raise InputValidationError("strategy", strategy, f"a Strategy class or one of {sorted(map(snake_name, strategy_classes()))}")
 
 def _build(cls, params: dict):
     "The strategy for one parameter set, or None when its own validation refuses the set."

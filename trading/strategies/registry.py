@@ -12,16 +12,17 @@ from ..core.errors import InputValidationError
 from .base import Strategy
 
 # %% auto #0
-__all__ = ['STRATEGY_MODULES', 'strategy_classes', 'snake_name', 'make_strategy']
+__all__ = ['STRATEGY_MODULES', 'strategy_classes', 'snake_name', 'make_strategy', 'strategy_class']
 
 # %% ../../nbs/strategies/99_registry.ipynb #aa66c465
 STRATEGY_MODULES = ("trading.options.strategies", "trading.crypto.strategies", "trading.ml.rl.policy")  # strategies that live outside `trading.strategies` (option books, crypto, learned policies)
 
-def strategy_classes() -> dict[str, type[Strategy]]:
+def strategy_classes(outside: bool = True, # also the modules of `STRATEGY_MODULES` (importing the option modules loads scipy: ~0.5 s)
+                     ) -> dict[str, type[Strategy]]:
     "Every concrete Strategy subclass defined in the modules of `trading.strategies` (and `STRATEGY_MODULES`), by class name."
     import trading.strategies as pkg
     found: dict[str, type[Strategy]] = {}
-    names = [mod.name for mod in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + ".")] + list(STRATEGY_MODULES)
+    names = [mod.name for mod in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + ".")] + list(STRATEGY_MODULES if outside else ())
     for name_ in names:
         m = importlib.import_module(name_)
         for name, obj in vars(m).items():
@@ -40,8 +41,13 @@ def make_strategy(name: str, # class name ("SMACrossover") or its snake-case nam
                   params: dict | None = None, # its parameters
                  ) -> Strategy:
     "Build a strategy from its name and parameters (validated by its Params model)."
-    classes = strategy_classes()
-    by_snake = {snake_name(k): v for k, v in classes.items()}
-    cls = classes.get(name) or by_snake.get(name)
-    if cls is None: raise InputValidationError("strategy", name, f"known strategies are {sorted(by_snake)} (or their class names)")
-    return cls(**(params or {}))
+    return strategy_class(name)(**(params or {}))
+
+def strategy_class(name: str, # class name ("SMACrossover") or its snake-case name ("sma_crossover")
+                  ) -> type[Strategy]:
+    "The registered class of a name; the modules outside `trading.strategies` are imported only for a name not found inside it."
+    for outside in (False, True):
+        classes = strategy_classes(outside)
+        cls = classes.get(name) or {snake_name(k): v for k, v in classes.items()}.get(name)
+        if cls is not None: return cls
+    raise InputValidationError("strategy", name, f"known strategies are {sorted(map(snake_name, classes))} (or their class names)")
