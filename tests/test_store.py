@@ -105,7 +105,7 @@ def test_engine_is_what_it_says(db, kind):
 def test_migrations_from_empty_and_from_previous_revision(kind, new_db):
     eng = make_engine(new_db(kind))
     assert current_revision(eng) is None
-    assert upgrade(eng) == revisions()[-1] == "0004"
+    assert upgrade(eng) == revisions()[-1] == "0005"
     assert schema_diff(eng) == []  # migrations and schema.metadata describe the same database
     assert set(metadata.tables) <= set(inspect(eng).get_table_names())
 
@@ -240,7 +240,7 @@ def _populate(eng, snapshot):
 def test_backup_restore_round_trip_every_table(db, kind, new_db, small_snapshot, tmp_path):
     _populate(db, small_snapshot)
     before = table_rows(db)
-    assert all(len(before[t]) > 0 for t in metadata.tables) and before["alembic_version"] == [("0004",)]
+    assert all(len(before[t]) > 0 for t in metadata.tables) and before["alembic_version"] == [("0005",)]
     url = db.url.render_as_string(hide_password=False)
     archive = tmp_path / "backup.dump"
     run(*TRADING_DB, "--url", url, "backup", archive)

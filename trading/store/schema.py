@@ -105,6 +105,7 @@ instruments = Table("instruments", metadata,
 )
 
 bars = Table("bars", metadata,
+    # SQLite enforces this key; on PostgreSQL revision 0005 replaces it with triggers that check once per statement
     Column("symbol", String(64), ForeignKey("instruments.symbol"), nullable=False),
     Column("timeframe", String(8), nullable=False),  # 1D, 1h, 5min
     Column("ts_event", UTCDateTime(), nullable=False),
