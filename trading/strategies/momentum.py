@@ -42,6 +42,23 @@ def _trailing_return_at(c: np.ndarray, # prices (bars x symbols)
         out[full] = c[rows[full] - skip] / c[rows[full] - lookback] - 1
     return out
 
+def _windowed_grid(cls, rule: type[Strategy], data: MarketData, strategies: list, prepare, weigh):
+    "Whole-grid targets of a windowed rule: `prepare(close, decision rows, trailing return there)` once per (lookback, skip, rebalance) -> (rows kept, state); `weigh(state, params)` per set -> the weights on those rows."
+    if cls.target_weights is not rule.target_weights:  # a subclass with a rule of its own: not this arithmetic
+        yield from Strategy.target_weights_grid.__func__(cls, data, strategies); return
+    c = data.close.to_numpy(np.float64)
+    prepared = {}
+    for s in strategies:
+        p = s.params
+        key = (p.lookback, p.skip, p.rebalance)
+        if key not in prepared:
+            rows = np.flatnonzero(period_starts(data.index, p.rebalance))
+            prepared[key] = prepare(c, rows, _trailing_return_at(c, rows, p.lookback, p.skip))
+        rows, state = prepared[key]
+        out = np.full(c.shape, np.nan, order="F")  # column-major: a sweep reads it one symbol at a time
+        out[rows] = weigh(state, p)
+        yield out
+
 def _decide(w: pd.DataFrame, when: np.ndarray) -> pd.DataFrame:
     "Keep decisions only on decision bars (NaN elsewhere)."
     return w.where(pd.Series(when, index=w.index), axis=0)
@@ -75,26 +92,15 @@ class TimeSeriesMomentum(Strategy):
     @classmethod
     def target_weights_grid(cls, data: MarketData, strategies: list[TimeSeriesMomentum]):
         "The sweep's targets: one score per window (shared by every threshold), computed on decision bars only."
-        if cls.target_weights is not TimeSeriesMomentum.target_weights:  # a subclass with a rule of its own: not this arithmetic
-            yield from super().target_weights_grid(data, strategies); return
-        c = data.close.to_numpy(np.float64)
-        n, k = c.shape
-        scored = {}
-        for s in strategies:
-            p = s.params
-            key = (p.lookback, p.skip, p.rebalance)
-            if key not in scored:
-                rows = np.flatnonzero(period_starts(data.index, p.rebalance))
-                score = _trailing_return_at(c, rows, p.lookback, p.skip)
-                has = ~np.isnan(score).all(axis=1)
-                rows, score = rows[has], score[has]
-                scored[key] = rows, score, np.isnan(c[rows])
-            rows, score, unlisted = scored[key]
-            w = (score > p.threshold) / k
+        def prepare(c, rows, score):
+            has = ~np.isnan(score).all(axis=1)
+            return rows[has], (score[has], np.isnan(c[rows[has]]))
+        def weigh(state, p):
+            score, unlisted = state
+            w = (score > p.threshold) / score.shape[1]
             w[unlisted] = 0.0
-            out = np.full((n, k), np.nan, order="F")  # column-major: a sweep reads it one symbol at a time
-            out[rows] = w
-            yield out
+            return w
+        return _windowed_grid(cls, TimeSeriesMomentum, data, strategies, prepare, weigh)
 
 class CrossSectionalMomentum(Strategy):
     "Hold the `top_k` symbols by 12-1 momentum, equally weighted; rebalanced monthly."
@@ -117,29 +123,19 @@ class CrossSectionalMomentum(Strategy):
     @classmethod
     def target_weights_grid(cls, data: MarketData, strategies: list[CrossSectionalMomentum]):
         "The sweep's targets: one ranking per window (shared by every top-k), computed on decision bars only."
-        if cls.target_weights is not CrossSectionalMomentum.target_weights:  # a subclass with a rule of its own: not this arithmetic
-            yield from super().target_weights_grid(data, strategies); return
-        c = data.close.to_numpy(np.float64)
-        n, k = c.shape
-        ranked = {}
-        for s in strategies:
-            p = s.params
-            key = (p.lookback, p.skip, p.rebalance)
-            if key not in ranked:
-                rows = np.flatnonzero(period_starts(data.index, p.rebalance))
-                score = _trailing_return_at(c, rows, p.lookback, p.skip)
-                score[np.isnan(c[rows])] = np.nan
-                n_valid = (~np.isnan(score)).sum(axis=1)
-                rows, score, n_valid = rows[n_valid > 0], score[n_valid > 0], n_valid[n_valid > 0]
-                # best first; a stable sort keeps tied scores in column order (pandas' method="first"); NaN sorts last
-                order = np.argsort(-score, axis=1, kind="stable")
-                place = np.empty_like(order); np.put_along_axis(place, order, np.arange(k)[None, :], axis=1)
-                ranked[key] = rows, place, n_valid
-            rows, place, n_valid = ranked[key]
-            w = (place < np.minimum(n_valid, p.top_k)[:, None]) / np.minimum(n_valid, p.top_k)[:, None].astype(np.float64)
-            out = np.full((n, k), np.nan, order="F")
-            out[rows] = w
-            yield out
+        def prepare(c, rows, score):
+            score[np.isnan(c[rows])] = np.nan
+            n_valid = (~np.isnan(score)).sum(axis=1)
+            keep = n_valid > 0
+            # best first; a stable sort keeps tied scores in column order (pandas' method="first"); NaN sorts last
+            order = np.argsort(-score[keep], axis=1, kind="stable")
+            place = np.empty_like(order); np.put_along_axis(place, order, np.arange(score.shape[1])[None, :], axis=1)
+            return rows[keep], (place, n_valid[keep])
+        def weigh(state, p):
+            place, n_valid = state
+            held = np.minimum(n_valid, p.top_k)[:, None]
+            return (place < held) / held.astype(np.float64)
+        return _windowed_grid(cls, CrossSectionalMomentum, data, strategies, prepare, weigh)
 
 class SMATiming(Strategy):
     "Faber's rule: long (1/N each) while the month-start close is above the mean of the last `months` month-start closes."
