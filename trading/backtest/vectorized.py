@@ -92,7 +92,7 @@ def _simulate(price, close, target, rebalance, threshold, fee_rate, slippage, in
 # %% ../../nbs/backtest/01_vectorized.ipynb #6d4a141a
 ON_CHANGE, ON_DECISION, EVERY_BAR, CALENDAR = 0, 1, 2, 3  # rebalance rules, as the compiled kernels spell them
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")  # inlined: a call would spill every float register around it, on every bar
 def _rebalance(p, t, last, cash, shares, threshold, fee_rate, slippage, allow_leverage):
     "One rebalancing bar of a single-asset account toward weight `t` at price `p`: (cash, shares, last price, delta, fill price, fee, traded)."
     if not np.isnan(p): last = p
@@ -124,7 +124,7 @@ def _rebalance(p, t, last, cash, shares, threshold, fee_rate, slippage, allow_le
         if trade: shares += delta
     return cash, shares, last, delta, px, fee, trade
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _plan(v, ff, rule, period_start_i):
     "A bar's plan from its target `v` (NaN: no decision) and the standing forward-filled target `ff`: (new ff, rebalance flag)."
     was_decided = not np.isnan(ff)
@@ -272,43 +272,89 @@ def _summarize_accounts(price, close, target, symbol_of, period_start, rule, lag
 # %% ../../nbs/backtest/01_vectorized.ipynb #3ea42a18
 FILL_FIELDS = ("account", "bar", "qty", "price", "fee", "cash")  # a fill record's columns (signed qty; cash after the fill)
 
+@njit(cache=True)
+def _next_decision(tj, i):
+    "The first bar from `i` on whose target is a decision (not NaN), or len(tj)."
+    n = len(tj)
+    while i + 16 <= n:  # 16 bars tested at once (a branch-free loop the compiler vectorizes), then bar by bar
+        block = tj[i:i + 16]
+        seen = False
+        for x in range(16): seen |= block[x] == block[x]
+        if seen: break
+        i += 16
+    while i < n and np.isnan(tj[i]): i += 1
+    return i
+
+@njit(cache=True, error_model="numpy")
+def _account_fills(pj, tj, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage, j, fills, nf):
+    "Account `j`'s fill records, written into `fills` from row `nf` (the caller leaves room for one per bar); returns the new count."
+    n = len(tj)
+    skip = rule == ON_CHANGE or rule == ON_DECISION  # rules under which a bar without a decision cannot rebalance
+    cash = init_cash; shares = 0.0; last = np.nan
+    ff = np.nan; prev_ff = np.nan; prev_go = False  # the plan (forward-filled target, rebalance flag) of the previous bar
+    i = 0
+    while i < n:
+        if skip and not prev_go:  # nothing pending: nothing can happen before the next decision
+            i = _next_decision(tj, i)
+            if i == n: break
+        ff, plan_go = _plan(tj[i], ff, rule, period_start[i])
+        if lag: t = prev_ff; go_bar = prev_go  # decided at i-1, acted on at i
+        else: t = ff; go_bar = plan_go
+        prev_ff = ff; prev_go = plan_go
+        if go_bar:  # the same arithmetic as `_account`
+            cash, shares, last, delta, px, fee, trade = _rebalance(pj[i], t, last, cash, shares, threshold, fee_rate, slippage, allow_leverage)
+            if trade:
+                fills[nf, 0] = j; fills[nf, 1] = i; fills[nf, 2] = delta; fills[nf, 3] = px; fills[nf, 4] = fee; fills[nf, 5] = cash
+                nf += 1
+        i += 1
+    return nf
+
+@njit(cache=True)
+def _any_nan(a):
+    seen = 0
+    for x in range(len(a)): seen += a[x] != a[x]
+    return seen > 0
+
+@njit(cache=True, error_model="numpy")
+def _mark_run(cj, eq, pos, a, b, cash, shares):
+    "Equity and position over bars a..b-1 of an account whose close is known on every bar; cash and shares constant."
+    for x in range(np.uint64(a), np.uint64(b)):  # unsigned bounds: no negative-index wrap-around, so the loop vectorizes
+        eq[x] = cash + shares * cj[x]; pos[x] = shares
+
+@njit(cache=True, error_model="numpy")
+def _mark_run_gaps(cj, eq, pos, a, b, cash, shares, lastc):
+    "`_mark_run` at the last known close (missing closes); returns that close after bar b-1."
+    for x in range(np.uint64(a), np.uint64(b)):
+        if not np.isnan(cj[x]): lastc = cj[x]
+        eq[x] = cash + shares * (lastc if not np.isnan(lastc) else 0.0); pos[x] = shares
+    return lastc
+
+@njit(cache=True, error_model="numpy")
+def _mark_account(cj, fills, first, end, init_cash, eq, pos):
+    "Equity and position of one account on every bar from its fills `fills[first:end]`: cash and shares change only at a fill."
+    n = len(cj)
+    gaps = _any_nan(cj)
+    cash = init_cash; shares = 0.0; lastc = np.nan; a = 0
+    for f in range(first, end + 1):  # the run of bars up to the next fill (the last run: to the end)
+        b = int(fills[f, 1]) if f < end else n
+        if gaps: lastc = _mark_run_gaps(cj, eq, pos, a, b, cash, shares, lastc)
+        else: _mark_run(cj, eq, pos, a, b, cash, shares)  # lastc is the bar's own close: the same number
+        if f < end: cash = fills[f, 5]; shares += fills[f, 2]  # the kernel's own update of shares, in its order
+        a = b
+
 @njit(cache=True, error_model="numpy")
 def _marked_accounts(price, close, target, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage,
                      equity, positions):
-    "Independent accounts, one per row of the (k, n) inputs, in one pass each: fills the (k, n) equity and positions; returns the fill records (`FILL_FIELDS`)."
+    "Independent accounts, one per row of the (k, n) inputs: fills the (k, n) equity and positions; returns the fill records (`FILL_FIELDS`)."
     k, n = close.shape
-    skip = rule == ON_CHANGE or rule == ON_DECISION  # rules under which a bar without a decision cannot rebalance
-    fills = np.empty((max(64, 4 * k), 6)); nf = 0
+    fills = np.empty((n + max(64, 4 * k), 6)); nf = 0
     for j in range(k):
-        pj = price[j]; cj = close[j]; tj = target[j]; eq = equity[j]; pos = positions[j]
-        cash = init_cash; shares = 0.0; last = np.nan; lastc = np.nan
-        ff = np.nan; prev_ff = np.nan; prev_go = False  # the plan (forward-filled target, rebalance flag) of the previous bar
-        i = -1
-        while i < n - 1:
-            i += 1
-            if skip and not prev_go:  # nothing pending: mark every bar up to the next decision, nothing else can happen there
-                while i < n and np.isnan(tj[i]):
-                    c = cj[i]
-                    if not np.isnan(c): lastc = c
-                    eq[i] = cash + shares * (lastc if not np.isnan(lastc) else 0.0); pos[i] = shares
-                    i += 1
-                if i == n: break
-            ff, plan_go = _plan(tj[i], ff, rule, period_start[i])
-            if lag: t = prev_ff; go_bar = prev_go  # decided at i-1, acted on at i
-            else: t = ff; go_bar = plan_go
-            prev_ff = ff; prev_go = plan_go
-            if go_bar:  # the same arithmetic as `_account`
-                cash, shares, last, delta, px, fee, trade = _rebalance(pj[i], t, last, cash, shares, threshold, fee_rate, slippage, allow_leverage)
-                if trade:
-                    if nf == len(fills):  # grown by doubling: amortised, never per fill
-                        grown = np.empty((2 * nf, 6)); grown[:nf] = fills; fills = grown
-                    fills[nf, 0] = j; fills[nf, 1] = i; fills[nf, 2] = delta; fills[nf, 3] = px; fills[nf, 4] = fee; fills[nf, 5] = cash
-                    nf += 1
-            c = cj[i]
-            if not np.isnan(c): lastc = c
-            eq[i] = cash + shares * (lastc if not np.isnan(lastc) else 0.0); pos[i] = shares
+        if len(fills) - nf < n:  # room for a fill on every bar of the next account; grown by doubling, amortised
+            grown = np.empty((2 * len(fills), 6)); grown[:nf] = fills[:nf]; fills = grown
+        first = nf
+        nf = _account_fills(price[j], target[j], period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage, j, fills, nf)
+        _mark_account(close[j], fills, first, nf, init_cash, equity[j], positions[j])
     return fills[:nf]
-
 @njit(cache=True)
 def _fill_episodes(fills, k, close_last):
     "`_episodes` records from `_marked_accounts` fill records (sorted by account, then bar)."
