@@ -367,12 +367,12 @@ def _fill_episodes(fills, k, close_last):
         out, m = _column_episodes(out, m, j, bars[s:r], qty[s:r], px[s:r], fee[s:r], r - s, close_last[j])
     return out[:m]
 
-def _derive_independent(name: str, fills: np.ndarray, equity: np.ndarray, positions: np.ndarray, close: pd.DataFrame, init_cash: float):
-    "One of the frames `_marked_accounts` does not write, from its fills: (k, n) cash, weights, fees, turnover, or the trade records."
+def _derive_independent(name: str, fills: np.ndarray, equity: np.ndarray, positions: np.ndarray, close: np.ndarray, init_cash: float):
+    "One of the frames `_marked_accounts` does not write, from its fills and the (k, n) closes: (k, n) cash, weights, fees, turnover, or the trade records."
     k, n = equity.shape
     acct, bar = fills[:, 0].astype(np.int64), fills[:, 1].astype(np.int64)
     if name == "trades":
-        return _fill_episodes(fills, k, close.ffill().to_numpy(np.float64)[-1] if n else np.full(k, np.nan))
+        return _fill_episodes(fills, k, _last_known(close.T))
     if name == "cash":  # constant between fills: the cash after each fill, carried forward
         cash = np.full((k, n), np.nan); cash[acct, bar] = fills[:, 5]
         return pd.DataFrame(cash.T).ffill().fillna(init_cash).to_numpy().T
@@ -383,7 +383,7 @@ def _derive_independent(name: str, fills: np.ndarray, equity: np.ndarray, positi
         notional = np.zeros((k, n)); notional[acct, bar] = np.abs(fills[:, 2] * fills[:, 3])
         return notional / equity
     if name == "weights":  # holdings marked at the last known close, over the account's value
-        mark = _rows(close.ffill().fillna(0.0).to_numpy(np.float64))
+        mark = pd.DataFrame(close.T).ffill().fillna(0.0).to_numpy().T
         return positions * mark / equity
     raise KeyError(name)
 
@@ -512,6 +512,22 @@ def _rows(a: np.ndarray) -> np.ndarray:
     "A (bars x columns) array as (columns x bars) C-contiguous: a free view of a pandas float block, one transpose otherwise."
     return np.ascontiguousarray(a.T)
 
+def _float_rows(frame: pd.DataFrame) -> tuple[np.ndarray, bool]:
+    """A frame's values as float64 (columns x bars), C-contiguous and read-only, and whether that is a view of the frame's
+    memory (else a copy). One float64 block is read without a copy; numpy blocks of numbers (a frame built column by
+    column holds one per column) are copied once, each straight into its rows, where `to_numpy` would interleave them into
+    (bars x columns) for `_rows` to transpose again; other dtypes (object, extension arrays) go through `to_numpy`."""
+    blocks = frame._mgr.blocks  # pandas' 2-D arrays, (columns x bars) each, with the positions of their columns
+    if all(isinstance(b.values, np.ndarray) and b.values.dtype.kind in "fiub" for b in blocks):
+        if len(blocks) == 1 and blocks[0].values.dtype == np.float64:
+            view = frame.to_numpy().T
+            if view.flags.c_contiguous: view.flags.writeable = False; return view, True
+        rows = np.empty((frame.shape[1], frame.shape[0]))
+        for b in blocks: rows[b.mgr_locs.indexer] = b.values  # numpy's cast, the one `to_numpy(np.float64)` makes
+    else: rows = np.array(frame.to_numpy(np.float64).T, order="C")  # always a copy
+    rows.flags.writeable = False  # one kernel signature (numba types read-only arrays apart) for views and copies alike
+    return rows, False
+
 # %% ../../nbs/backtest/01_vectorized.ipynb #89613d8f
 def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC index
                      target: pd.DataFrame, # target weights decided at each bar's close (NaN = no decision)
@@ -525,7 +541,7 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
                      allow_leverage: bool = False, # let buys exceed cash (borrowing at zero rate)
                     ) -> BacktestResult:
     "Simulate target weights with drifting positions, fees and slippage."
-    if not target.index.equals(close.index) or list(target.columns) != list(close.columns):
+    if not target.index.equals(close.index) or not target.columns.equals(close.columns):
         raise InputValidationError("target", "misaligned", "targets must share the close panel's index and columns")
     for name, v in (("fee_rate", fee_rate), ("slippage", slippage)):
         if not 0 <= v < 1: raise InputValidationError(name, v, "a fraction in [0, 1)")
@@ -533,28 +549,28 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
     if mode not in ("portfolio", "independent"): raise InputValidationError("mode", mode, "'portfolio' or 'independent'")
     rule, period_start, threshold = _schedule_rule(schedule, close.index)
     check_execution(execution)
-    c = close.to_numpy(np.float64)
-    px = c
-    if execution == "next_open":
-        if open is None or not open.index.equals(close.index) or list(open.columns) != list(close.columns):
-            raise InputValidationError("open", None, "next_open execution needs an open panel aligned with close")
-        px = open.to_numpy(np.float64)
+    if execution == "next_open" and (open is None or not open.index.equals(close.index) or not open.columns.equals(close.columns)):
+        raise InputValidationError("open", None, "next_open execution needs an open panel aligned with close")
     lag = execution != "close"  # a decision at t trades on bar t+1
-    idx, syms = close.index, list(close.columns)
+    idx, syms = close.index, close.columns  # the Index itself: a list of an Arrow-backed Index is built element by element
     frame = lambda a, cols: pd.DataFrame(a, index=idx, columns=cols, copy=False)
     args = (threshold, float(fee_rate), float(slippage), float(init_cash), bool(allow_leverage))
     if mode == "independent":  # column by column, in memory order; outputs go back to pandas without a copy
-        ct = _rows(c)
+        ct, ct_is_view = _float_rows(close)
         # outputs allocated by numpy, not inside the kernel: numpy asks for huge pages, which makes first touch ~4x cheaper
         equity, positions = np.empty(ct.shape), np.empty(ct.shape)
-        fills = _marked_accounts(ct if px is c else _rows(px), ct, _rows(target.to_numpy(np.float64)), period_start, rule, lag, *args,
-                                 equity, positions)
-        snapshot = close.copy(deep=False)  # copy-on-write: a later edit of the caller's frame does not reach the derived frames
+        fills = _marked_accounts(_float_rows(open)[0] if execution == "next_open" else ct, ct, _float_rows(target)[0], period_start, rule, lag,
+                                 *args, equity, positions)
+        # the derived frames read `ct` later: when it is a view of the caller's frame, a shallow copy of that frame keeps the
+        # memory as it is now (copy-on-write: a later edit of the caller's frame copies before it writes)
+        prices = (ct, close.copy(deep=False) if ct_is_view else None)
         def derive(name: str):
-            a = _derive_independent(name, fills, equity, positions, snapshot, float(init_cash))
-            return trades_frame(a, idx, syms) if name == "trades" else frame(a.T, syms)
+            a = _derive_independent(name, fills, equity, positions, prices[0], float(init_cash))
+            return trades_frame(a, idx, list(syms)) if name == "trades" else frame(a.T, syms)
         return BacktestResult(equity=frame(equity.T, syms), positions=frame(positions.T, syms), init_cash=float(init_cash),
                               execution=execution, derive=derive)
+    c = close.to_numpy(np.float64)
+    px = open.to_numpy(np.float64) if execution == "next_open" else c
     tgt, mask = _targets_and_mask(target, schedule, per_column=False)
     if lag: tgt, mask = next_bar(tgt), next_bar(mask)
     cr = np.ascontiguousarray(c)  # one account walks bar by bar: rows contiguous
@@ -563,7 +579,7 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
     value, cash = value[:, None], cash[:, None]
     last_close = _last_known(cr)  # open trades are marked at it
     def derive(name: str):  # read by few callers: computed on first read
-        if name == "trades": return trades_frame(_episodes(traded, exec_px, fees, last_close), idx, syms)
+        if name == "trades": return trades_frame(_episodes(traded, exec_px, fees, last_close), idx, list(syms))
         if name == "weights": return frame(held / value, syms)
         if name == "turnover": return frame(np.abs(np.nan_to_num(traded * exec_px)).sum(axis=1, keepdims=True) / value, ["portfolio"])
     return BacktestResult(equity=frame(value, ["portfolio"]), cash=frame(cash, ["portfolio"]), positions=frame(shares, syms),
