@@ -309,17 +309,14 @@ def _account_fills(pj, tj, period_start, rule, lag, threshold, fee_rate, slippag
         i += 1
     return nf
 
-@njit(cache=True)
-def _any_nan(a):
-    seen = 0
-    for x in range(len(a)): seen += a[x] != a[x]
-    return seen > 0
-
 @njit(cache=True, error_model="numpy")
 def _mark_run(cj, eq, pos, a, b, cash, shares):
-    "Equity and position over bars a..b-1 of an account whose close is known on every bar; cash and shares constant."
+    "Equity and position over bars a..b-1 at each bar's own close, cash and shares constant; whether a close was missing (then the run is redone by `_mark_run_gaps`)."
+    missing = 0
     for x in range(np.uint64(a), np.uint64(b)):  # unsigned bounds: no negative-index wrap-around, so the loop vectorizes
-        eq[x] = cash + shares * cj[x]; pos[x] = shares
+        c = cj[x]
+        eq[x] = cash + shares * c; pos[x] = shares; missing += c != c
+    return missing > 0
 
 @njit(cache=True, error_model="numpy")
 def _mark_run_gaps(cj, eq, pos, a, b, cash, shares, lastc):
@@ -333,12 +330,12 @@ def _mark_run_gaps(cj, eq, pos, a, b, cash, shares, lastc):
 def _mark_account(cj, fills, first, end, init_cash, eq, pos):
     "Equity and position of one account on every bar from its fills `fills[first:end]`: cash and shares change only at a fill."
     n = len(cj)
-    gaps = _any_nan(cj)
     cash = init_cash; shares = 0.0; lastc = np.nan; a = 0
     for f in range(first, end + 1):  # the run of bars up to the next fill (the last run: to the end)
         b = int(fills[f, 1]) if f < end else n
-        if gaps: lastc = _mark_run_gaps(cj, eq, pos, a, b, cash, shares, lastc)
-        else: _mark_run(cj, eq, pos, a, b, cash, shares)  # lastc is the bar's own close: the same number
+        if b > a:  # with every close known, the last known close is the bar's own: the same number
+            if _mark_run(cj, eq, pos, a, b, cash, shares): lastc = _mark_run_gaps(cj, eq, pos, a, b, cash, shares, lastc)
+            else: lastc = cj[b - 1]
         if f < end: cash = fills[f, 5]; shares += fills[f, 2]  # the kernel's own update of shares, in its order
         a = b
 
