@@ -512,8 +512,8 @@ def _rows(a: np.ndarray) -> np.ndarray:
 def _float_rows(frame: pd.DataFrame) -> tuple[np.ndarray, bool]:
     """A frame's values as float64 (columns x bars), C-contiguous and read-only, and whether that is a view of the frame's
     memory (else a copy). One float64 block is read without a copy; numpy blocks of numbers (a frame built column by
-    column holds one per column) are copied once, each straight into its rows, where `to_numpy` would interleave them into
-    (bars x columns) for `_rows` to transpose again; other dtypes (object, extension arrays) go through `to_numpy`."""
+    column holds one per column) are copied once, each straight into its rows (what `to_numpy(np.float64)` does too, at
+    ~25 us more per call on 20 blocks); other dtypes (object, extension arrays) go through `to_numpy`."""
     blocks = frame._mgr.blocks  # pandas' 2-D arrays, (columns x bars) each, with the positions of their columns
     if all(isinstance(b.values, np.ndarray) and b.values.dtype.kind in "fiub" for b in blocks):
         if len(blocks) == 1 and blocks[0].values.dtype == np.float64:
