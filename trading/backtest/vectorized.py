@@ -562,10 +562,10 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
         # memory as it is now (copy-on-write: a later edit of the caller's frame copies before it writes)
         prices = (ct, close.copy(deep=False) if ct_is_view else None)
         def derive(name: str):
+            if name == "positions": return frame(positions.T, syms)  # written by the kernel, wrapped on first read
             a = _derive_independent(name, fills, equity, positions, prices[0], float(init_cash))
             return trades_frame(a, idx, list(syms)) if name == "trades" else frame(a.T, syms)
-        return BacktestResult(equity=frame(equity.T, syms), positions=frame(positions.T, syms), init_cash=float(init_cash),
-                              execution=execution, derive=derive)
+        return BacktestResult(equity=frame(equity.T, syms), init_cash=float(init_cash), execution=execution, derive=derive)
     c = close.to_numpy(np.float64)
     px = open.to_numpy(np.float64) if execution == "next_open" else c
     tgt, mask = _targets_and_mask(target, schedule, per_column=False)
