@@ -16,7 +16,8 @@ Jobs (sizes are flags):
                   parameters, cash_sharing=True, call_seq="auto"; the same strategy code makes the targets on both sides)
   floor           the streaming floor of the general engine: one numba pass that reads every cell the engine must read
                   (close, target weight) and writes every cell it must write (equity, position), against
-                  `backtest_weights` on the same targets in the same process, interleaved (500 x 5,000 and 20 x 8,313)
+                  `backtest_weights` on the same targets in the same process, interleaved (500 x 5,000 and 20 x 8,313);
+                  printed for context beside it: the same pass reading the frames as given and returning frames
 Usage: python bench/backtest_speed.py [--runs 5] [--assets 500 --bars 5000] [--fast 2:18 --slow 20:165:5]
                                      [--sweep-runs 5 --sweep-cold-runs 5] [--skip-sweep]
 Writes bench/results/backtest_speed.json.
@@ -262,7 +263,7 @@ def measure(job: str, lib: str, a, tmp: Path, cold_runs: int, warm_runs: int) ->
 # part of what the engine must write. Both are timed in the same process, interleaved run by run, so load moves both.
 def floor_worker(a):
     from numba import njit
-    from trading.backtest.vectorized import backtest_weights, signals_to_target
+    from trading.backtest.vectorized import _rows, backtest_weights, signals_to_target
 
     @njit(cache=False)
     def stream_floor(close, target, equity, positions):  # read 2 (k, n) arrays, write 2, in memory order
@@ -277,17 +278,25 @@ def floor_worker(a):
         ct, tt = np.ascontiguousarray(close.to_numpy().T), np.ascontiguousarray(target.to_numpy().T)  # the (k, n) memory-order views
 
         def floor_pass(): stream_floor(ct, tt, np.empty(ct.shape), np.empty(ct.shape))
+        def frames_floor():  # context, not the verdict: the same pass reading the frames as given (pandas' public
+            # to_numpy, one copy for a frame of many blocks) and returning frames, what any frames-in/frames-out API pays
+            c, t = _rows(close.to_numpy(np.float64)), _rows(target.to_numpy(np.float64))
+            e, p = np.empty(c.shape), np.empty(c.shape)
+            stream_floor(c, t, e, p)
+            return [pd.DataFrame(x.T, index=close.index, columns=close.columns, copy=False) for x in (e, p)]
         def engine(): backtest_weights(close, target, fee_rate=FEE, init_cash=CASH, mode="independent").equity
         def engine_signals(): backtest_signals_call(close, entries, exits)
-        floor_pass(); engine(); engine_signals()
-        runs = {"floor": [], "engine": [], "engine_signals": []}
+        floor_pass(); frames_floor(); engine(); engine_signals()
+        runs = {"floor": [], "frames_floor": [], "engine": [], "engine_signals": []}
         for _ in range(max(a.runs, 5)):
-            for name, fn in (("floor", floor_pass), ("engine", engine), ("engine_signals", engine_signals)):
+            for name, fn in (("floor", floor_pass), ("frames_floor", frames_floor), ("engine", engine), ("engine_signals", engine_signals)):
                 c = time.process_time(); fn(); runs[name].append(time.process_time() - c)
         ratio = [e / f for e, f in zip(runs["engine"], runs["floor"])]
         ratio_signals = [e / f for e, f in zip(runs["engine_signals"], runs["floor"])]
+        ratio_frames = [e / f for e, f in zip(runs["engine"], runs["frames_floor"])]
         out[job] = {"cells": int(ct.size), **{f"{k}_cpu": stats(v) for k, v in runs.items()},
                     "engine_over_floor": stats(ratio), "engine_signals_over_floor": stats(ratio_signals),
+                    "engine_over_frames_floor": stats(ratio_frames),
                     "floor_ns_per_cell": float(np.median(runs["floor"])) / ct.size * 1e9,
                     "engine_ns_per_cell": float(np.median(runs["engine"])) / ct.size * 1e9}
     print(json.dumps(out))
@@ -413,6 +422,9 @@ def print_report(res: dict):
               f"backtest_weights {f(fl['engine_cpu'])} ({fl['engine_ns_per_cell']:.2f} ns/cell); backtest_signals {f(fl['engine_signals_cpu'])}")
         print(f"  engine/floor {fl['engine_over_floor']['median']:.2f}x [{fl['engine_over_floor']['min']:.2f}-{fl['engine_over_floor']['max']:.2f}], "
               f"with the signal conversion {fl['engine_signals_over_floor']['median']:.2f}x [{fl['engine_signals_over_floor']['min']:.2f}-{fl['engine_signals_over_floor']['max']:.2f}]")
+        if "frames_floor_cpu" in fl:
+            print(f"  context: the same pass reading frames and returning frames {f(fl['frames_floor_cpu'])}; engine over it "
+                  f"{fl['engine_over_frames_floor']['median']:.2f}x [{fl['engine_over_frames_floor']['min']:.2f}-{fl['engine_over_frames_floor']['max']:.2f}]")
     print("\nGOALS (ratios measured in this run)")
     for g in res["goals"]:
         print(f"  [{g['verdict']:>13}] {g['goal']}: {g['measured']:.4g} (goal {g['target']})")

@@ -99,7 +99,7 @@ def _simulate(price, close, target, rebalance, threshold, fee_rate, slippage, in
 # %% ../../nbs/backtest/01_vectorized.ipynb #6d4a141a
 ON_CHANGE, ON_DECISION, EVERY_BAR, CALENDAR = 0, 1, 2, 3  # rebalance rules, as the compiled kernels spell them
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")  # inlined: a call would spill every float register around it, on every bar
 def _rebalance(p, t, last, cash, shares, threshold, fee_rate, slippage, allow_leverage):
     "One rebalancing bar of a single-asset account toward weight `t` at price `p`: (cash, shares, last price, delta, fill price, fee, traded)."
     if not np.isnan(p): last = p
@@ -131,7 +131,7 @@ def _rebalance(p, t, last, cash, shares, threshold, fee_rate, slippage, allow_le
         if trade: shares += delta
     return cash, shares, last, delta, px, fee, trade
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _plan(v, ff, rule, period_start_i):
     "A bar's plan from its target `v` (NaN: no decision) and the standing forward-filled target `ff`: (new ff, rebalance flag)."
     was_decided = not np.isnan(ff)
@@ -253,43 +253,86 @@ def _simulate_accounts(price, close, target, period_start, rule, lag, threshold,
 # %% ../../nbs/backtest/01_vectorized.ipynb #3ea42a18
 FILL_FIELDS = ("account", "bar", "qty", "price", "fee", "cash")  # a fill record's columns (signed qty; cash after the fill)
 
+@njit(cache=True)
+def _next_decision(tj, i):
+    "The first bar from `i` on whose target is a decision (not NaN), or len(tj)."
+    n = len(tj)
+    while i + 16 <= n:  # 16 bars tested at once (a branch-free loop the compiler vectorizes), then bar by bar
+        block = tj[i:i + 16]
+        seen = False
+        for x in range(16): seen |= block[x] == block[x]
+        if seen: break
+        i += 16
+    while i < n and np.isnan(tj[i]): i += 1
+    return i
+
+@njit(cache=True, error_model="numpy")
+def _account_fills(pj, tj, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage, j, fills, nf):
+    "Account `j`'s fill records, written into `fills` from row `nf` (the caller leaves room for one per bar); returns the new count."
+    n = len(tj)
+    skip = rule == ON_CHANGE or rule == ON_DECISION  # rules under which a bar without a decision cannot rebalance
+    cash = init_cash; shares = 0.0; last = np.nan
+    ff = np.nan; prev_ff = np.nan; prev_go = False  # the plan (forward-filled target, rebalance flag) of the previous bar
+    i = 0
+    while i < n:
+        if skip and not prev_go:  # nothing pending: nothing can happen before the next decision
+            i = _next_decision(tj, i)
+            if i == n: break
+        ff, plan_go = _plan(tj[i], ff, rule, period_start[i])
+        if lag: t = prev_ff; go_bar = prev_go  # decided at i-1, acted on at i
+        else: t = ff; go_bar = plan_go
+        prev_ff = ff; prev_go = plan_go
+        if go_bar:  # the same arithmetic as `_account`
+            cash, shares, last, delta, px, fee, trade = _rebalance(pj[i], t, last, cash, shares, threshold, fee_rate, slippage, allow_leverage)
+            if trade:
+                fills[nf, 0] = j; fills[nf, 1] = i; fills[nf, 2] = delta; fills[nf, 3] = px; fills[nf, 4] = fee; fills[nf, 5] = cash
+                nf += 1
+        i += 1
+    return nf
+
+@njit(cache=True, error_model="numpy")
+def _mark_run(cj, eq, pos, a, b, cash, shares):
+    "Equity and position over bars a..b-1 at each bar's own close, cash and shares constant; whether a close was missing (then the run is redone by `_mark_run_gaps`)."
+    missing = 0
+    for x in range(np.uint64(a), np.uint64(b)):  # unsigned bounds: no negative-index wrap-around, so the loop vectorizes
+        c = cj[x]
+        eq[x] = cash + shares * c; pos[x] = shares; missing += c != c
+    return missing > 0
+
+@njit(cache=True, error_model="numpy")
+def _mark_run_gaps(cj, eq, pos, a, b, cash, shares, lastc):
+    "`_mark_run` at the last known close (missing closes); returns that close after bar b-1."
+    for x in range(np.uint64(a), np.uint64(b)):
+        if not np.isnan(cj[x]): lastc = cj[x]
+        eq[x] = cash + shares * (lastc if not np.isnan(lastc) else 0.0); pos[x] = shares
+    return lastc
+
+@njit(cache=True, error_model="numpy")
+def _mark_account(cj, fills, first, end, init_cash, eq, pos):
+    "Equity and position of one account on every bar from its fills `fills[first:end]`: cash and shares change only at a fill."
+    n = len(cj)
+    cash = init_cash; shares = 0.0; lastc = np.nan; a = 0
+    for f in range(first, end + 1):  # the run of bars up to the next fill (the last run: to the end)
+        b = int(fills[f, 1]) if f < end else n
+        if b > a:  # with every close known, the last known close is the bar's own: the same number
+            if _mark_run(cj, eq, pos, a, b, cash, shares): lastc = _mark_run_gaps(cj, eq, pos, a, b, cash, shares, lastc)
+            else: lastc = cj[b - 1]
+        if f < end: cash = fills[f, 5]; shares += fills[f, 2]  # the kernel's own update of shares, in its order
+        a = b
+
 @njit(cache=True, error_model="numpy")
 def _marked_accounts(price, close, target, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage,
                      equity, positions):
-    "Independent accounts, one per row of the (k, n) inputs, in one pass each: fills the (k, n) equity and positions; returns the fill records (`FILL_FIELDS`)."
+    "Independent accounts, one per row of the (k, n) inputs: fills the (k, n) equity and positions; returns the fill records (`FILL_FIELDS`)."
     k, n = close.shape
-    skip = rule == ON_CHANGE or rule == ON_DECISION  # rules under which a bar without a decision cannot rebalance
-    fills = np.empty((max(64, 4 * k), 6)); nf = 0
+    fills = np.empty((n + max(64, 4 * k), 6)); nf = 0
     for j in range(k):
-        pj = price[j]; cj = close[j]; tj = target[j]; eq = equity[j]; pos = positions[j]
-        cash = init_cash; shares = 0.0; last = np.nan; lastc = np.nan
-        ff = np.nan; prev_ff = np.nan; prev_go = False  # the plan (forward-filled target, rebalance flag) of the previous bar
-        i = -1
-        while i < n - 1:
-            i += 1
-            if skip and not prev_go:  # nothing pending: mark every bar up to the next decision, nothing else can happen there
-                while i < n and np.isnan(tj[i]):
-                    c = cj[i]
-                    if not np.isnan(c): lastc = c
-                    eq[i] = cash + shares * (lastc if not np.isnan(lastc) else 0.0); pos[i] = shares
-                    i += 1
-                if i == n: break
-            ff, plan_go = _plan(tj[i], ff, rule, period_start[i])
-            if lag: t = prev_ff; go_bar = prev_go  # decided at i-1, acted on at i
-            else: t = ff; go_bar = plan_go
-            prev_ff = ff; prev_go = plan_go
-            if go_bar:  # the same arithmetic as `_account`
-                cash, shares, last, delta, px, fee, trade = _rebalance(pj[i], t, last, cash, shares, threshold, fee_rate, slippage, allow_leverage)
-                if trade:
-                    if nf == len(fills):  # grown by doubling: amortised, never per fill
-                        grown = np.empty((2 * nf, 6)); grown[:nf] = fills; fills = grown
-                    fills[nf, 0] = j; fills[nf, 1] = i; fills[nf, 2] = delta; fills[nf, 3] = px; fills[nf, 4] = fee; fills[nf, 5] = cash
-                    nf += 1
-            c = cj[i]
-            if not np.isnan(c): lastc = c
-            eq[i] = cash + shares * (lastc if not np.isnan(lastc) else 0.0); pos[i] = shares
+        if len(fills) - nf < n:  # room for a fill on every bar of the next account; grown by doubling, amortised
+            grown = np.empty((2 * len(fills), 6)); grown[:nf] = fills[:nf]; fills = grown
+        first = nf
+        nf = _account_fills(price[j], target[j], period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage, j, fills, nf)
+        _mark_account(close[j], fills, first, nf, init_cash, equity[j], positions[j])
     return fills[:nf]
-
 @njit(cache=True)
 def _fill_episodes(fills, k, close_last):
     "`_episodes` records from `_marked_accounts` fill records (sorted by account, then bar)."
@@ -302,12 +345,12 @@ def _fill_episodes(fills, k, close_last):
         out, m = _column_episodes(out, m, j, bars[s:r], qty[s:r], px[s:r], fee[s:r], r - s, close_last[j])
     return out[:m]
 
-def _derive_independent(name: str, fills: np.ndarray, equity: np.ndarray, positions: np.ndarray, close: pd.DataFrame, init_cash: float):
-    "One of the frames `_marked_accounts` does not write, from its fills: (k, n) cash, weights, fees, turnover, or the trade records."
+def _derive_independent(name: str, fills: np.ndarray, equity: np.ndarray, positions: np.ndarray, close: np.ndarray, init_cash: float):
+    "One of the frames `_marked_accounts` does not write, from its fills and the (k, n) closes: (k, n) cash, weights, fees, turnover, or the trade records."
     k, n = equity.shape
     acct, bar = fills[:, 0].astype(np.int64), fills[:, 1].astype(np.int64)
     if name == "trades":
-        return _fill_episodes(fills, k, close.ffill().to_numpy(np.float64)[-1] if n else np.full(k, np.nan))
+        return _fill_episodes(fills, k, _last_known(close.T))
     if name == "cash":  # constant between fills: the cash after each fill, carried forward
         cash = np.full((k, n), np.nan); cash[acct, bar] = fills[:, 5]
         return pd.DataFrame(cash.T).ffill().fillna(init_cash).to_numpy().T
@@ -318,7 +361,7 @@ def _derive_independent(name: str, fills: np.ndarray, equity: np.ndarray, positi
         notional = np.zeros((k, n)); notional[acct, bar] = np.abs(fills[:, 2] * fills[:, 3])
         return notional / equity
     if name == "weights":  # holdings marked at the last known close, over the account's value
-        mark = _rows(close.ffill().fillna(0.0).to_numpy(np.float64))
+        mark = pd.DataFrame(close.T).ffill().fillna(0.0).to_numpy().T
         return positions * mark / equity
     raise KeyError(name)
 
@@ -447,6 +490,22 @@ def _rows(a: np.ndarray) -> np.ndarray:
     "A (bars x columns) array as (columns x bars) C-contiguous: a free view of a pandas float block, one transpose otherwise."
     return np.ascontiguousarray(a.T)
 
+def _float_rows(frame: pd.DataFrame) -> tuple[np.ndarray, bool]:
+    """A frame's values as float64 (columns x bars), C-contiguous and read-only, and whether that is a view of the frame's
+    memory (else a copy). One float64 block is read without a copy; numpy blocks of numbers (a frame built column by
+    column holds one per column) are copied once, each straight into its rows (what `to_numpy(np.float64)` does too, at
+    ~25 us more per call on 20 blocks); other dtypes (object, extension arrays) go through `to_numpy`."""
+    blocks = frame._mgr.blocks  # pandas' 2-D arrays, (columns x bars) each, with the positions of their columns
+    if all(isinstance(b.values, np.ndarray) and b.values.dtype.kind in "fiub" for b in blocks):
+        if len(blocks) == 1 and blocks[0].values.dtype == np.float64:
+            view = frame.to_numpy().T
+            if view.flags.c_contiguous: view.flags.writeable = False; return view, True
+        rows = np.empty((frame.shape[1], frame.shape[0]))
+        for b in blocks: rows[b.mgr_locs.indexer] = b.values  # numpy's cast, the one `to_numpy(np.float64)` makes
+    else: rows = np.array(frame.to_numpy(np.float64).T, order="C")  # always a copy
+    rows.flags.writeable = False  # one kernel signature (numba types read-only arrays apart) for views and copies alike
+    return rows, False
+
 # %% ../../nbs/backtest/01_vectorized.ipynb #89613d8f
 def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC index
                      target: pd.DataFrame, # target weights decided at each bar's close (NaN = no decision)
@@ -460,7 +519,7 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
                      allow_leverage: bool = False, # let buys exceed cash (borrowing at zero rate)
                     ) -> BacktestResult:
     "Simulate target weights with drifting positions, fees and slippage."
-    if not target.index.equals(close.index) or list(target.columns) != list(close.columns):
+    if not target.index.equals(close.index) or not target.columns.equals(close.columns):
         raise InputValidationError("target", "misaligned", "targets must share the close panel's index and columns")
     for name, v in (("fee_rate", fee_rate), ("slippage", slippage)):
         if not 0 <= v < 1: raise InputValidationError(name, v, "a fraction in [0, 1)")
@@ -468,28 +527,28 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
     if mode not in ("portfolio", "independent"): raise InputValidationError("mode", mode, "'portfolio' or 'independent'")
     rule, period_start, threshold = _schedule_rule(schedule, close.index)
     check_execution(execution)
-    c = close.to_numpy(np.float64)
-    px = c
-    if execution == "next_open":
-        if open is None or not open.index.equals(close.index) or list(open.columns) != list(close.columns):
-            raise InputValidationError("open", None, "next_open execution needs an open panel aligned with close")
-        px = open.to_numpy(np.float64)
+    if execution == "next_open" and (open is None or not open.index.equals(close.index) or not open.columns.equals(close.columns)):
+        raise InputValidationError("open", None, "next_open execution needs an open panel aligned with close")
     lag = execution != "close"  # a decision at t trades on bar t+1
-    idx, syms = close.index, list(close.columns)
+    idx, syms = close.index, close.columns  # the Index itself: a list of an Arrow-backed Index is built element by element
     frame = lambda a, cols: pd.DataFrame(a, index=idx, columns=cols, copy=False)
     args = (threshold, float(fee_rate), float(slippage), float(init_cash), bool(allow_leverage))
     if mode == "independent":  # column by column, in memory order; outputs go back to pandas without a copy
-        ct = _rows(c)
+        ct, ct_is_view = _float_rows(close)
         # outputs allocated by numpy, not inside the kernel: numpy asks for huge pages, which makes first touch ~4x cheaper
         equity, positions = np.empty(ct.shape), np.empty(ct.shape)
-        fills = _marked_accounts(ct if px is c else _rows(px), ct, _rows(target.to_numpy(np.float64)), period_start, rule, lag, *args,
-                                 equity, positions)
-        snapshot = close.copy(deep=False)  # copy-on-write: a later edit of the caller's frame does not reach the derived frames
+        fills = _marked_accounts(_float_rows(open)[0] if execution == "next_open" else ct, ct, _float_rows(target)[0], period_start, rule, lag,
+                                 *args, equity, positions)
+        # the derived frames read `ct` later: when it is a view of the caller's frame, a shallow copy of that frame keeps the
+        # memory as it is now (copy-on-write: a later edit of the caller's frame copies before it writes)
+        prices = (ct, close.copy(deep=False) if ct_is_view else None)
         def derive(name: str):
-            a = _derive_independent(name, fills, equity, positions, snapshot, float(init_cash))
-            return trades_frame(a, idx, syms) if name == "trades" else frame(a.T, syms)
-        return BacktestResult(equity=frame(equity.T, syms), positions=frame(positions.T, syms), init_cash=float(init_cash),
-                              execution=execution, derive=derive)
+            if name == "positions": return frame(positions.T, syms)  # written by the kernel, wrapped on first read
+            a = _derive_independent(name, fills, equity, positions, prices[0], float(init_cash))
+            return trades_frame(a, idx, list(syms)) if name == "trades" else frame(a.T, syms)
+        return BacktestResult(equity=frame(equity.T, syms), init_cash=float(init_cash), execution=execution, derive=derive)
+    c = close.to_numpy(np.float64)
+    px = open.to_numpy(np.float64) if execution == "next_open" else c
     tgt, mask = _targets_and_mask(target, schedule, per_column=False)
     if lag: tgt, mask = next_bar(tgt), next_bar(mask)
     cr = np.ascontiguousarray(c)  # one account walks bar by bar: rows contiguous
@@ -498,7 +557,7 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
     value, cash = value[:, None], cash[:, None]
     last_close = _last_known(cr)  # open trades are marked at it
     def derive(name: str):  # read by few callers: computed on first read
-        if name == "trades": return trades_frame(_episodes(traded, exec_px, fees, last_close), idx, syms)
+        if name == "trades": return trades_frame(_episodes(traded, exec_px, fees, last_close), idx, list(syms))
         if name == "weights": return frame(held / value, syms)
         if name == "turnover": return frame(np.abs(np.nan_to_num(traded * exec_px)).sum(axis=1, keepdims=True) / value, ["portfolio"])
     return BacktestResult(equity=frame(value, ["portfolio"]), cash=frame(cash, ["portfolio"]), positions=frame(shares, syms),
