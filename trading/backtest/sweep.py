@@ -16,7 +16,7 @@ from ..core.errors import InputValidationError
 from ..strategies.base import MarketData, Strategy
 from ..strategies.registry import snake_name, strategy_class, strategy_classes
 from ..strategies.rules import rolling_mean_nb, shared_indicators
-from .vectorized import (Execution, Schedule, _marked_accounts, _plan, _rebalance_book, _rows, _schedule_rule,
+from .vectorized import (Execution, Schedule, _account, _plan, _rebalance_book, _rows, _schedule_rule,
                                          check_execution)
 
 # %% auto #0
@@ -151,25 +151,28 @@ def _build(cls, params: dict):
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _summarize_accounts(price, close, target, symbol_of, period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage):
-    "Independent accounts, row r of `target` trading symbol `symbol_of[r]` of price/close by the engine's own kernel (`_marked_accounts`), each reduced to final value, max drawdown, fills, sells and fees (parallel over rows)."
+    "Independent accounts, row r of `target` trading symbol `symbol_of[r]` of price/close by the engine's one-account loop (`_account`: bar by bar, which beats the engine's decision-skipping walk on targets that decide on most bars, as a crossover's do), each reduced to final value, max drawdown, fills, sells and fees (parallel over rows)."
     m, n = target.shape
     final = np.empty(m); mdd = np.empty(m); fills = np.empty(m, np.int64); sells = np.empty(m, np.int64); paid = np.empty(m)
     for r in prange(m):
         j = symbol_of[r]
-        equity = np.empty((1, n)); positions = np.empty((1, n))
-        records = _marked_accounts(price[j:j + 1], close[j:j + 1], target[r:r + 1], period_start, rule, lag, threshold, fee_rate, slippage,
-                                   init_cash, allow_leverage, equity, positions)
-        peak = -np.inf; worst = 0.0
-        for i in range(n):
-            v = equity[0, i]
+        cash = np.empty(n); shares = np.empty(n); fees = np.empty(n); notional = np.empty(n)
+        fill_i = np.empty(n, np.int64); fill_q = np.empty(n); fill_p = np.empty(n); fill_f = np.empty(n)
+        nf = _account(price[j], close[j], target[r], period_start, rule, lag, threshold, fee_rate, slippage, init_cash, allow_leverage,
+                      cash, shares, fees, notional, fill_i, fill_q, fill_p, fill_f)
+        last = np.nan; peak = -np.inf; worst = 0.0; v = init_cash
+        for i in range(n):  # marked at the last known close, as the engine marks
+            c = close[j, i]
+            if not np.isnan(c): last = c
+            v = cash[i] + shares[i] * (last if not np.isnan(last) else 0.0)
             if v > peak: peak = v
             dd = v / peak - 1.0
             if dd < worst: worst = dd
         s = 0; f = 0.0
-        for q in range(len(records)):
-            if records[q, 2] < 0.0: s += 1
-            f += records[q, 4]
-        final[r] = equity[0, n - 1] if n else init_cash; mdd[r] = worst; fills[r] = len(records); sells[r] = s; paid[r] = f
+        for q in range(nf):
+            if fill_q[q] < 0.0: s += 1
+            f += fill_f[q]
+        final[r] = v; mdd[r] = worst; fills[r] = nf; sells[r] = s; paid[r] = f
     return final, mdd, fills, sells, paid
 
 @njit(cache=True, parallel=True, error_model="numpy")

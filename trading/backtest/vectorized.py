@@ -275,8 +275,8 @@ def _account_fills(pj, tj, period_start, rule, lag, threshold, fee_rate, slippag
     ff = np.nan; prev_ff = np.nan; prev_go = False  # the plan (forward-filled target, rebalance flag) of the previous bar
     i = 0
     while i < n:
-        if skip and not prev_go:  # nothing pending: nothing can happen before the next decision
-            i = _next_decision(tj, i)
+        if skip and not prev_go and np.isnan(tj[i]):  # nothing pending: nothing can happen before the next decision
+            i = _next_decision(tj, i)  # a call, so only off a decision bar: on a dense panel (most bars decide) it would cost every bar
             if i == n: break
         ff, plan_go = _plan(tj[i], ff, rule, period_start[i])
         if lag: t = prev_ff; go_bar = prev_go  # decided at i-1, acted on at i
