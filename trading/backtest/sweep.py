@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pydantic
-from ..core.jit import njit, prange  # numba.njit that never makes a cold first call wait (trading.core.jit)
+from ..core.jit import njit, prange, readonly  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 from ..strategies.base import MarketData, Strategy
 from ..strategies.registry import snake_name, strategy_class, strategy_classes
@@ -107,7 +107,7 @@ def sweep_sma_crossover(close: pd.DataFrame, # prices (bars x symbols)
     if min(min(fast), min(slow)) < 1: raise InputValidationError("windows", min(min(fast), min(slow)), "windows are >= 1 bar")
     windows = np.array(sorted({w for p in pairs for w in p}), dtype=np.int64)
     pos = {w: i for i, w in enumerate(windows)}
-    c = close.to_numpy(np.float64)
+    c = readonly(np.asfortranarray(close.to_numpy(np.float64)))  # one layout and flag, whatever the frame: the signature trading-warmup cached
     sma = _sma_all(c, windows)
     fast_idx, slow_idx = np.array([pos[a] for a, _ in pairs]), np.array([pos[b] for _, b in pairs])
     with _progress_bar(len(pairs), "SMA sweep pairs", progress) as bar:
@@ -214,6 +214,16 @@ def _summarize_portfolios(price, close, targets, period_start, rule, lag, thresh
         final[r] = v; mdd[r] = worst; fills[r] = nf; sells[r] = ns; paid[r] = f
     return final, mdd, fills, sells, paid
 
+def _stack(cls, targets, into: np.ndarray, transpose: bool) -> np.ndarray:
+    "Fill `into[b]` with the grid's next `len(into)` targets (transposed for per-symbol accounts: a column-major target's transpose is one block copy); a short or misshapen grid is an error, never stale rows."
+    shape = into.shape[:0:-1] if transpose else into.shape[1:]  # (bars, symbols)
+    for b in range(len(into)):
+        target = next(targets, None)
+        if target is None: raise InputValidationError("target_weights_grid", cls.__name__, "yielded fewer targets than parameter sets")
+        if np.shape(target) != shape: raise InputValidationError("target_weights_grid", cls.__name__, f"yielded a target of shape {np.shape(target)}, not (bars, symbols) = {shape}")
+        into[b] = target.T if transpose else target
+    return into
+
 def _one_block(data: MarketData) -> MarketData:
     "`data` with every price panel copied into one memory block: a frame held as one block per column (skfolio's loaders return those) makes each pandas operation of a strategy several times slower, once per parameter set."
     panels = {name: getattr(data, name) for name in ("close", "open", "high", "low", "volume")}
@@ -255,26 +265,26 @@ def sweep_strategy(strategy: str | type[Strategy], # a registered strategy (clas
     o = data.open.to_numpy(np.float64) if execution == "next_open" else None
     portfolio = mode == "portfolio"
     if portfolio:  # one account walks bar by bar: (bars, symbols) rows contiguous
-        c = np.ascontiguousarray(c); o = c if o is None else np.ascontiguousarray(o)
+        c = readonly(np.ascontiguousarray(c)); o = c if o is None else readonly(np.ascontiguousarray(o))  # read-only, copied or not: one signature
     else:  # accounts walk symbol by symbol: (symbols, bars) rows contiguous
-        c = _rows(c); o = c if o is None else _rows(o)
+        c = readonly(_rows(c)); o = c if o is None else readonly(_rows(o))
     args = (period_start, rule, execution != "close", threshold, float(fee_rate), float(slippage), float(init_cash), bool(allow_leverage))
     per_chunk = max(1, int(chunk_mb * 2**20 // (8 * n * max(k, 1))))  # parameter sets per chunk
     buffer = np.empty(min(per_chunk, len(runs)) * n * k)  # one buffer reused by every chunk: pages are touched once
     parts = []
     with shared_indicators(), _progress_bar(len(runs), f"{cls.__name__} sweep", progress) as bar:  # indicators (e.g. each SMA window) computed once for the whole grid
+        # one generator over the whole grid, read a chunk at a time: what the sets share (a window's mean) is computed once
+        targets = iter(cls.target_weights_grid(data, [s for _, s in runs]))
         for start in range(0, len(runs), per_chunk):
-            batch = [s for _, s in runs[start:start + per_chunk]]
-            targets = cls.target_weights_grid(data, batch)
+            m = min(per_chunk, len(runs) - start)
             if portfolio:
-                stacked = buffer[:len(batch) * n * k].reshape(len(batch), n, k)
-                for b, target in enumerate(targets): stacked[b] = target
+                stacked = _stack(cls, targets, buffer[:m * n * k].reshape(m, n, k), transpose=False)
                 parts.append(_summarize_portfolios(o, c, stacked, *args))
             else:
-                stacked = buffer[:len(batch) * k * n].reshape(len(batch) * k, n)
-                for b, target in enumerate(targets): stacked[b * k:(b + 1) * k] = target.T  # a free view of a column-major array: one block copy
-                parts.append(_summarize_accounts(o, c, stacked, np.tile(np.arange(k), len(batch)), *args))
-            bar.update(len(batch))  # per chunk, not per backtest: the bar costs nothing measurable
+                stacked = _stack(cls, targets, buffer[:m * k * n].reshape(m, k, n), transpose=True)
+                parts.append(_summarize_accounts(o, c, stacked.reshape(m * k, n), np.tile(np.arange(k), m), *args))
+            bar.update(m)  # per chunk, not per backtest: the bar costs nothing measurable
+        if next(targets, None) is not None: raise InputValidationError("target_weights_grid", cls.__name__, f"yielded more targets than its {len(runs)} parameter sets")
     final, mdd, fills, sells, paid = (np.concatenate(a) for a in zip(*parts))
     keys = [tuple(p.get(name) for name in names) for p, _ in runs]
     index = (pd.MultiIndex.from_tuples(keys, names=names) if portfolio

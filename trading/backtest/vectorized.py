@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 import numpy as np
 import pandas as pd
-from ..core.jit import njit, prange  # numba.njit that never makes a cold first call wait (trading.core.jit)
+from ..core.jit import njit, prange, readonly  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 from ..analytics.metrics import TRADE_COLUMNS
 
@@ -469,7 +469,7 @@ def rebalance_mask(target: pd.DataFrame, # targets (NaN = no decision), forward-
 
 def _targets_and_mask(target: pd.DataFrame, schedule: Schedule, per_column: bool) -> tuple[np.ndarray, np.ndarray]:
     rule, first_of_period, _ = _schedule_rule(schedule, target.index)
-    raw = target.to_numpy(np.float64)
+    raw = readonly(np.asfortranarray(target.to_numpy(np.float64)))  # column-major as the kernel walks; one signature whatever the frame
     ff, decided, changed = _ffill_changes(raw)
     if rule == ON_CHANGE: mask = changed
     elif rule == ON_DECISION: mask = ~np.isnan(raw)  # every bar the strategy spoke, even to repeat itself
@@ -551,8 +551,8 @@ def backtest_weights(close: pd.DataFrame, # close prices (bars x symbols), UTC i
     px = open.to_numpy(np.float64) if execution == "next_open" else c
     tgt, mask = _targets_and_mask(target, schedule, per_column=False)
     if lag: tgt, mask = next_bar(tgt), next_bar(mask)
-    cr = np.ascontiguousarray(c)  # one account walks bar by bar: rows contiguous
-    cash, shares, traded, exec_px, fees = _simulate(cr if px is c else np.ascontiguousarray(px), cr, np.ascontiguousarray(tgt), mask, *args)
+    cr = readonly(np.ascontiguousarray(c))  # one account walks bar by bar: rows contiguous; read-only whether copied or not (one signature)
+    cash, shares, traded, exec_px, fees = _simulate(cr if px is c else readonly(np.ascontiguousarray(px)), cr, np.ascontiguousarray(tgt), mask, *args)
     value, held = _mark(cr, shares, cash)
     value, cash = value[:, None], cash[:, None]
     last_close = _last_known(cr)  # open trades are marked at it
@@ -578,7 +578,7 @@ def _signals_target(entries, exits, size):
 def _as_mask(signals: pd.DataFrame) -> np.ndarray:
     "A signal frame as booleans (missing = no signal), (k, n) in memory order."
     a = signals.to_numpy() if (signals.dtypes == bool).all() else signals.fillna(False).to_numpy(bool)
-    return _rows(a.astype(bool, copy=False))
+    return readonly(_rows(a.astype(bool, copy=False)))  # read-only whether _rows copied or not: one kernel signature
 
 def signals_to_target(entries: pd.DataFrame, # True where a long position should open (decided at that bar)
                       exits: pd.DataFrame, # True where it should close

@@ -16,15 +16,20 @@ __all__ = ['warm_up', 'main']
 # %% ../../nbs/backtest/05_warmup.ipynb #cd44dac1
 def warm_up() -> None:
     "Call every engine, strategy and risk kernel once on a tiny input (fills numba's on-disk cache)."
+    idx = pd.date_range("2024-01-01", periods=8, freq="D", tz="UTC")
+    close = pd.DataFrame({"A": np.linspace(10, 12, 8), "B": np.linspace(20, 18, 8)}, index=idx)
+    target = pd.DataFrame({"A": [0.5] + [np.nan] * 7, "B": [0.5] + [np.nan] * 7}, index=idx)
+    _exercise(close, target)
+
+def _exercise(close: pd.DataFrame, target: pd.DataFrame) -> None:
+    "Every public entry point that reaches a kernel, once, on these frames."
     from trading.backtest.events import Costs, backtest_events
     from trading.backtest.sweep import sweep_sma_crossover, sweep_strategy
     from trading.backtest.vectorized import backtest_signals, backtest_weights
     from trading.risk.correlation import ewma_covariance
     from trading.risk.validation import rolling_historical_var
     from trading.strategies.base import MarketData
-    idx = pd.date_range("2024-01-01", periods=8, freq="D", tz="UTC")
-    close = pd.DataFrame({"A": np.linspace(10, 12, 8), "B": np.linspace(20, 18, 8)}, index=idx)
-    target = pd.DataFrame({"A": [0.5] + [np.nan] * 7, "B": [0.5] + [np.nan] * 7}, index=idx)
+    idx = close.index
     for mode in ("portfolio", "independent"):
         backtest_weights(close, target, fee_rate=0.001, mode=mode).trades  # read: independent mode derives trades with a kernel of its own
     backtest_events(MarketData(close=close), target, costs=Costs(fee_rate=0.001))

@@ -18,7 +18,7 @@ from .errors import InputValidationError
 
 # %% auto #0
 __all__ = ['KERNEL_MODES', 'INTERPRET_MAX_CELLS', 'QUIET_SECONDS', 'MAX_DEFER_SECONDS', 'kernel_stats', 'kernel_mode', 'kernels',
-           'wait_compiled', 'KernelDispatcher', 'all_kernels', 'njit']
+           'wait_compiled', 'KernelDispatcher', 'all_kernels', 'njit', 'readonly']
 
 # %% ../../nbs/core/05_jit.ipynb #6b04205d
 KERNEL_MODES = ("auto", "compiled", "interpreted")
@@ -181,3 +181,9 @@ def njit(fn=None, /, *, cache: bool = True, interpret_max_cells: int | None = No
         _registry.add(dispatcher)
         return dispatcher
     return wrap if fn is None else wrap(fn)
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    "A read-only view of `a`. numba types a read-only array apart from a writable one, and pandas 3 hands out read-only views while numpy and some loaders give writable arrays: a kernel fed caller data through this sees one signature, the one `trading-warmup` cached."
+    view = a.view()
+    view.flags.writeable = False
+    return view

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Literal
 import numpy as np
 import pandas as pd
-from ..core.jit import njit  # numba.njit that never makes a cold first call wait (trading.core.jit)
+from ..core.jit import njit, readonly  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from pydantic import Field, model_validator
 from ..core.errors import InputValidationError
 from .base import MarketData, Strategy, StrategyParams
@@ -34,7 +34,7 @@ class BuyAndHold(Strategy):
 def rolling_mean_nb(x, window):
     "Rolling mean down each column with a Kahan-compensated running sum; NaN until `window` valid values in a row."
     n, k = x.shape
-    out = np.full((n, k), np.nan)
+    out = np.full((k, n), np.nan).T  # column-major, as it is written (and as pandas stores a frame's block)
     for j in range(k):
         s = 0.0; c = 0.0; count = 0
         for i in range(n):
@@ -47,6 +47,10 @@ def rolling_mean_nb(x, window):
                 y = -x[i - window, j] - c; t = s + y; c = (t - s) - y; s = t; count = window
             if count == window: out[i, j] = s / window
     return out
+
+def _panel(close: pd.DataFrame) -> np.ndarray:
+    "Prices as the kernel walks them (column-major), read-only: one signature whatever the frame (trading.core.jit.readonly)."
+    return readonly(np.asfortranarray(close.to_numpy(np.float64)))
 
 _shared: dict | None = None  # (id(panel), window) -> (panel, SMA frame) while a `shared_indicators()` block is open
 
@@ -65,7 +69,7 @@ def sma(close: pd.DataFrame, # prices
     "Simple moving average over `window` bars; NaN until the window is full (compiled, compensated summation)."
     key = (id(close), int(window))
     if _shared is not None and (hit := _shared.get(key)) is not None and hit[0] is close: return hit[1]
-    out = pd.DataFrame(rolling_mean_nb(close.to_numpy(np.float64), int(window)), index=close.index, columns=close.columns)
+    out = pd.DataFrame(rolling_mean_nb(_panel(close), int(window)), index=close.index, columns=close.columns, copy=False)
     if _shared is not None: _shared[key] = (close, out)  # the panel is kept alive, so its id cannot be reused meanwhile
     return out
 
@@ -88,3 +92,24 @@ class SMACrossover(Strategy):
         long = (f > s).astype(float).where(s.notna() & f.notna())
         if self.params.allocation == "equal": long = long / data.close.shape[1]
         return long
+
+    @classmethod
+    def target_weights_grid(cls, data: MarketData, strategies: list[SMACrossover]):
+        "The sweep's targets: each window's mean once (shared by every pair that uses it), then one comparison per pair, in numpy."
+        if cls.target_weights is not SMACrossover.target_weights:  # a subclass with a rule of its own: not this arithmetic
+            yield from Strategy.target_weights_grid.__func__(cls, data, strategies); return
+        x = _panel(data.close)
+        means = {}  # window -> (column-major mean, where it is NaN)
+        def mean(window):
+            if window not in means:
+                m = rolling_mean_nb(x, window)  # column-major: a sweep reads it one symbol at a time
+                means[window] = m, np.isnan(m)
+            return means[window]
+        for s in strategies:
+            p = s.params
+            (f, f_nan), (m, m_nan) = mean(p.fast), mean(p.slow)
+            long = np.empty(x.shape, order="F")
+            np.greater(f, m, out=long)  # 1.0 / 0.0, as (f > s).astype(float)
+            long[f_nan | m_nan] = np.nan
+            if p.allocation == "equal": long /= x.shape[1]
+            yield long
