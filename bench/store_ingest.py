@@ -5,8 +5,8 @@
 Every run starts from fresh databases (PostgreSQL: CREATE DATABASE + migrations; SQLite: a new file), with the bars
 already read into memory, and the methods' order rotates from run to run (a shared machine drifts). Timed:
   ours         trading.store.bars.ingest_bars_conn for every dataset in one transaction (+ upsert_instruments): the
-               keyed, constrained `bars` table, with the conflict check (PostgreSQL: COPY straight into `bars` when the
-               batch's ranges hold no stored bar; else staging + one join + a plain INSERT of the new rows)
+               keyed, constrained `bars` table, with the conflict check (PostgreSQL: COPY into a staging table, a range
+               probe, one join only when stored bars overlap, then a plain INSERT .. SELECT of the new rows)
   before       the same through trading/store/bars.py as of BEFORE_COMMIT (staging + conflict join + INSERT .. ON CONFLICT)
   again        ours a second time on the same database (an identical re-ingest: the conflict check, nothing written)
   recipe       PostgreSQL: pandas' documented COPY recipe (io.sql docs' `psql_insert_copy`: csv.writer into a StringIO,

@@ -1,7 +1,7 @@
-"""Bulk ingest of bars on both engines: conflicts refused whole, duplicates named, both PostgreSQL write paths equal.
+"""Bulk ingest of bars on both engines: conflicts refused whole, duplicates named, both merge paths equal.
 
-PostgreSQL writes a batch one of two ways (see nbs/store/03_bars.ipynb): COPY straight into `bars` when nothing is
-stored in the batch's time range, else COPY into a staging table and a set-based merge. These tests drive both.
+A batch is staged, then merged one of two ways (see nbs/store/03_bars.ipynb): with no join when nothing is stored in the
+batch's time range (the range probe finds nothing), else after one counting join with the stored bars. These tests drive both.
 """
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ def _register(eng, *symbols):
 
 
 def test_conflicting_reingest_is_refused_whole(db, kind):
-    "A batch with one changed bar is refused naming it; nothing of the transaction lands, not even a fresh symbol COPYed before it."
+    "A batch with one changed bar is refused naming it; nothing of the transaction lands, not even a fresh symbol written before it."
     _register(db, "BASE", "FRESH")
     base = bars_of("BASE", 1, 40)
     assert ingest_bars(db, base, "24/7") == IngestResult(40, 40)
@@ -29,7 +29,7 @@ def test_conflicting_reingest_is_refused_whole(db, kind):
     for mode in ("error", None):
         with pytest.raises(DataValidationError) as e:
             if mode: ingest_bars(db, batch, "24/7")
-            else:  # the same conflict after another ingest in the same transaction (the COPY fast path) wrote its rows
+            else:  # the same conflict after another ingest in the same transaction (no stored bars in range: no join) wrote its rows
                 with write(db) as c:
                     assert ingest_bars_conn(c, bars_of("FRESH", 2, 30)).inserted == 30
                     ingest_bars_conn(c, batch)
@@ -57,7 +57,7 @@ def test_duplicate_keys_are_named_even_without_validation(db, kind):
 
 
 def test_both_write_paths_store_the_same_bars(db, kind):
-    "Shuffled rows, missing open/volume, two symbols, interleaved days: fresh (COPY) and merged (staging) store equal bars."
+    "Shuffled rows, missing open/volume, two symbols, interleaved days: fresh (no join) and overlapping (joined) batches store equal bars."
     _register(db, "AAA", "BBB")
     rng = np.random.default_rng(7)
     both = pd.concat([bars_of("AAA", 3, 30), bars_of("BBB", 4, 30)], ignore_index=True)
@@ -74,7 +74,7 @@ def test_both_write_paths_store_the_same_bars(db, kind):
 
 
 def test_bad_row_after_a_clean_copy_leaves_nothing(db, kind):
-    "The fast path COPYs straight into `bars`: a constraint it breaks still rolls the whole batch back, typed."
+    "A constraint the plain INSERT breaks rolls the whole batch back, typed (the database's own rules, validation skipped)."
     _register(db, "CHK")
     bad = bars_of("CHK", 1, 50)
     bad.loc[49, ["high", "low"]] = [1.0, 2.0]
@@ -108,7 +108,7 @@ def _race_overlapping(eng, symbol: str, mode: str) -> dict:
 
 
 def test_concurrent_overlapping_ingests_end_consistent(db, kind):
-    """Two ingests of overlapping ranges race: one runs first (its range was empty: the COPY path), the other sees its bars.
+    """Two ingests of overlapping ranges race: one runs first (its range was empty: no join), the other sees its bars.
 
     Each mode ends as if they had run one after the other, and every report matches what is stored: in error mode the
     second is refused whole (its 20 new days absent); ignore keeps the first's overlap; update leaves the second's."""
