@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 import numpy as np
 import pandas as pd
-from ..core.jit import njit, readonly  # numba.njit that never makes a cold first call wait (trading.core.jit)
+from ..core.jit import column_major, njit  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 from .vectorized import BacktestResult, _episodes, rebalance_mask, trades_frame, Schedule, Execution, check_execution, next_bar
 from ..strategies.base import MarketData
@@ -267,7 +267,7 @@ ORDER_COLUMNS = ["ts_event", "symbol", "side", "qty", "order_type", "limit_price
 
 def _target_orders(target: pd.DataFrame, mask: np.ndarray, execution: str):
     "Forward-filled targets, rebalance bars and whether the orders they make are market-on-close, for a fill convention."
-    tgt = readonly(np.asfortranarray(target.ffill().to_numpy(np.float64)))  # one layout and flag: the signature trading-warmup cached
+    tgt = column_major(target.ffill())  # one layout and flag whatever the frame: the signature trading-warmup cached
     if execution == "next_close": return next_bar(tgt), next_bar(mask), True  # an MOC order for bar t+1
     return tgt, mask, execution == "close"  # next_open: a market order that works from t+1, filled at its open
 
@@ -337,8 +337,7 @@ def backtest_events(data: MarketData, # prices (open/high/low/volume optional: c
     threshold = float(schedule) if isinstance(schedule, float) else 0.0
     if threshold > 0: raise InputValidationError("schedule", schedule, "drift thresholds are supported by the vectorized engine only")
     explicit, ordered = _explicit_orders(orders, idx, syms)
-    f64 = lambda p: readonly(np.asfortranarray(p.to_numpy(np.float64)))  # one layout and flag whatever the frame: the signature trading-warmup cached
-    res = _run(f64(o), f64(h), f64(l), f64(close), f64(v), f64(sigma), f64(adv), mult, expiry,
+    res = _run(*map(column_major, (o, h, l, close, v, sigma, adv)), mult, expiry,
                *_target_orders(target, mask, execution), *explicit,
                costs.fee_rate, costs.fee_per_share, costs.fee_min, costs.slippage, costs.impact_coef, costs.participation,
                float(init_cash), float(max_leverage), bool(allow_short))

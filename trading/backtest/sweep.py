@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pydantic
-from ..core.jit import njit, prange, readonly  # numba.njit that never makes a cold first call wait (trading.core.jit)
+from ..core.jit import column_major, njit, prange, readonly  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 from ..strategies.base import MarketData, Strategy
 from ..strategies.registry import snake_name, strategy_class, strategy_classes
@@ -107,7 +107,7 @@ def sweep_sma_crossover(close: pd.DataFrame, # prices (bars x symbols)
     if min(min(fast), min(slow)) < 1: raise InputValidationError("windows", min(min(fast), min(slow)), "windows are >= 1 bar")
     windows = np.array(sorted({w for p in pairs for w in p}), dtype=np.int64)
     pos = {w: i for i, w in enumerate(windows)}
-    c = readonly(np.asfortranarray(close.to_numpy(np.float64)))  # one layout and flag, whatever the frame: the signature trading-warmup cached
+    c = column_major(close)  # one layout and flag whatever the frame: the signature trading-warmup cached
     sma = _sma_all(c, windows)
     fast_idx, slow_idx = np.array([pos[a] for a, _ in pairs]), np.array([pos[b] for _, b in pairs])
     with _progress_bar(len(pairs), "SMA sweep pairs", progress) as bar:

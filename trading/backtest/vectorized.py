@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 import numpy as np
 import pandas as pd
-from ..core.jit import njit, prange, readonly  # numba.njit that never makes a cold first call wait (trading.core.jit)
+from ..core.jit import column_major, njit, prange, readonly  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 from ..analytics.metrics import TRADE_COLUMNS
 
@@ -469,7 +469,7 @@ def rebalance_mask(target: pd.DataFrame, # targets (NaN = no decision), forward-
 
 def _targets_and_mask(target: pd.DataFrame, schedule: Schedule, per_column: bool) -> tuple[np.ndarray, np.ndarray]:
     rule, first_of_period, _ = _schedule_rule(schedule, target.index)
-    raw = readonly(np.asfortranarray(target.to_numpy(np.float64)))  # column-major as the kernel walks; one signature whatever the frame
+    raw = column_major(target)  # as the kernel walks; one signature whatever the frame
     ff, decided, changed = _ffill_changes(raw)
     if rule == ON_CHANGE: mask = changed
     elif rule == ON_DECISION: mask = ~np.isnan(raw)  # every bar the strategy spoke, even to repeat itself

@@ -18,7 +18,7 @@ from .errors import InputValidationError
 
 # %% auto #0
 __all__ = ['KERNEL_MODES', 'INTERPRET_MAX_CELLS', 'QUIET_SECONDS', 'MAX_DEFER_SECONDS', 'kernel_stats', 'kernel_mode', 'kernels',
-           'wait_compiled', 'KernelDispatcher', 'all_kernels', 'njit', 'readonly']
+           'wait_compiled', 'KernelDispatcher', 'all_kernels', 'njit', 'readonly', 'column_major']
 
 # %% ../../nbs/core/05_jit.ipynb #6b04205d
 KERNEL_MODES = ("auto", "compiled", "interpreted")
@@ -187,3 +187,8 @@ def readonly(a: np.ndarray) -> np.ndarray:
     view = a.view()
     view.flags.writeable = False
     return view
+
+def column_major(frame) -> np.ndarray:
+    "A frame's (or array's) values as float64, column-major and `readonly`: how an entry point hands caller data to a kernel that walks columns, so every kind of frame reaches one signature."
+    values = frame.to_numpy(np.float64) if hasattr(frame, "to_numpy") else np.asarray(frame, np.float64)
+    return readonly(np.asfortranarray(values))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 import pandas as pd
-from ..core.jit import njit, readonly  # numba.njit that never makes a cold first call wait (trading.core.jit)
+from ..core.jit import column_major, njit  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 
 # %% auto #0
@@ -45,7 +45,7 @@ def _panel(returns: pd.DataFrame, min_assets: int = 2) -> np.ndarray:
     if not isinstance(returns, pd.DataFrame) or returns.shape[1] < min_assets: raise InputValidationError("returns", type(returns).__name__, f"a DataFrame of at least {min_assets} assets")
     x = returns.to_numpy(np.float64)
     if not np.isfinite(x).all(): raise InputValidationError("returns", int((~np.isfinite(x)).sum()), "non-finite returns: align/drop rows first")
-    return readonly(np.asfortranarray(x))  # one layout and flag whatever the frame: the signature trading-warmup cached
+    return column_major(x)  # one layout and flag whatever the frame: the signature trading-warmup cached
 
 @njit(cache=True, interpret_max_cells=20_000)  # work grows with assets squared: interpret only small panels on a cold cache
 def _ewma_nb(x, lam):

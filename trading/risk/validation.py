@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numpy as np
 import pandas as pd
-from ..core.jit import njit, prange, readonly  # numba.njit that never makes a cold first call wait (trading.core.jit)
+from ..core.jit import column_major, njit, prange  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from ..core.errors import InputValidationError
 from .var import _check_confidence, garch_filter, garch_params, fit_garch, tail_var_es, fit_student_t_df
 
@@ -117,7 +117,7 @@ def rolling_historical_var(returns: pd.DataFrame | pd.Series, # simple per-bar r
     if not (isinstance(window, (int, np.integer)) and window >= 2): raise InputValidationError("window", window, "an integer >= 2")
     frame = returns.to_frame() if isinstance(returns, pd.Series) else returns
     k = max(1, math.ceil(round(window * (1 - c), 9)))
-    v, e = _rolling_hist_nb(readonly(np.asfortranarray(frame.to_numpy(np.float64))), int(window), k)  # one layout and flag: the cached signature
+    v, e = _rolling_hist_nb(column_major(frame), int(window), k)  # one layout and flag whatever the frame: the cached signature
     return pd.DataFrame(v, frame.index, frame.columns), pd.DataFrame(e, frame.index, frame.columns)
 
 # %% ../../nbs/risk/01_validation.ipynb #63dbffa5

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Literal
 import numpy as np
 import pandas as pd
-from ..core.jit import njit, readonly  # numba.njit that never makes a cold first call wait (trading.core.jit)
+from ..core.jit import column_major, njit  # numba.njit that never makes a cold first call wait (trading.core.jit)
 from pydantic import Field, model_validator
 from ..core.errors import InputValidationError
 from .base import MarketData, Strategy, StrategyParams
@@ -48,10 +48,6 @@ def rolling_mean_nb(x, window):
             if count == window: out[i, j] = s / window
     return out
 
-def _panel(close: pd.DataFrame) -> np.ndarray:
-    "Prices as the kernel walks them (column-major), read-only: one signature whatever the frame (trading.core.jit.readonly)."
-    return readonly(np.asfortranarray(close.to_numpy(np.float64)))
-
 _shared: dict | None = None  # (id(panel), window) -> (panel, SMA frame) while a `shared_indicators()` block is open
 
 @contextmanager
@@ -69,7 +65,7 @@ def sma(close: pd.DataFrame, # prices
     "Simple moving average over `window` bars; NaN until the window is full (compiled, compensated summation)."
     key = (id(close), int(window))
     if _shared is not None and (hit := _shared.get(key)) is not None and hit[0] is close: return hit[1]
-    out = pd.DataFrame(rolling_mean_nb(_panel(close), int(window)), index=close.index, columns=close.columns, copy=False)
+    out = pd.DataFrame(rolling_mean_nb(column_major(close), int(window)), index=close.index, columns=close.columns, copy=False)
     if _shared is not None: _shared[key] = (close, out)  # the panel is kept alive, so its id cannot be reused meanwhile
     return out
 
@@ -98,7 +94,7 @@ class SMACrossover(Strategy):
         "The sweep's targets: each window's mean once (shared by every pair that uses it), then one comparison per pair, in numpy."
         if cls.target_weights is not SMACrossover.target_weights:  # a subclass with a rule of its own: not this arithmetic
             yield from Strategy.target_weights_grid.__func__(cls, data, strategies); return
-        x = _panel(data.close)
+        x = column_major(data.close)  # as the kernel walks; one signature whatever the frame
         means = {}  # window -> (column-major mean, where it is NaN)
         def mean(window):
             if window not in means:
